@@ -1,0 +1,79 @@
+//! Field masks for gateway views, and the fanout plans they drive.
+//!
+//! A gateway serves a *view* of the core entity (a protobuf message such as `consumer.v1.Track`)
+//! and lets the caller choose the fields it wants with a `google.protobuf.FieldMask`
+//! (AIP-157 read masks, AIP-161 semantics). This crate is the one implementation both gateways
+//! share. It knows no view: each gateway plugs its own in.
+//!
+//! # Masks
+//!
+//! Build a [`ViewSchema`] once per view from its descriptor, then parse each request's mask
+//! with it:
+//!
+//! ```ignore
+//! let schema = ViewSchema::new(pool.get_message_by_name("consumer.v1.Track").unwrap())?;
+//! let mask = schema.parse_field_mask(request.read_mask.take())
+//!     .map_err(|error| Status::invalid_argument(error.user_message()))?;
+//! ```
+//!
+//! - Unset or empty masks and `*` mean the whole view ([`Mask::all`]).
+//! - Every path is validated against the view: an unknown field, a path that continues through
+//!   a scalar, a repeated field or a map, a malformed segment, or a path beyond the [`Limits`]
+//!   is a [`MaskError`] naming the path. Gateways map it to `INVALID_ARGUMENT` with
+//!   [`MaskError::user_message`].
+//! - A [`Mask`] is always normalized: paths sorted, duplicates and covered paths dropped. Masks
+//!   compare equal exactly when they select the same fields (the whole view aside).
+//! - The algebra: [`Mask::union`], [`Mask::intersect`], [`Mask::subtract`], [`Mask::covers`],
+//!   [`Mask::covers_mask`], [`Mask::touches`].
+//! - Trimming: [`Mask::trim`] on a [`prost_reflect::DynamicMessage`], [`Mask::trim_reflect`] for
+//!   generated messages implementing `ReflectMessage`, [`ViewSchema::trim_prost`] for any
+//!   generated message of the view's type.
+//! - The canonical JSON form: [`ViewSchema::parse_json`] and [`Mask::to_json`]
+//!   (`"creator.followersCount,title"`), which round trip for every valid mask.
+//!
+//! # Fanout plans
+//!
+//! A view declares once, per field path, the foundation calls ([`Source`]s) the field needs, and
+//! which sources authorization always needs ([`FanoutSpec::builder`]). For a mask,
+//! [`FanoutSpec::plan`] gives the minimal set of calls in two stages (by track id, then by the
+//! track's owner), and [`FanoutSpec::explain`] says which mask path caused each call.
+//! [`run_stage`] runs a stage's calls concurrently under a deadline, and [`unique_keys`] and
+//! [`call_batched`] make one call per source for a whole batch or page.
+//!
+//! # Deliberate differences from protobuf's FieldMaskUtil
+//!
+//! - Validation is part of parsing, and it also rejects paths through repeated and map fields
+//!   (FieldMaskUtil's `IsValidPath` accepts a repeated message field as the last segment only,
+//!   as here, but its tree operations would walk into repeated fields' names).
+//! - `*` is accepted (AIP-161) as a path on its own and means the whole view; inside a path it
+//!   is an error. An unset or empty mask also means the whole view.
+//! - The JSON form is strict where FieldMaskUtil is lenient: empty paths (`"a,,b"`, trailing
+//!   commas) are errors rather than skipped, segments must be lowerCamelCase starting with a
+//!   lower case letter, and whitespace is not trimmed.
+//! - Path form segments must be lower snake_case whose underscores are each followed by a lower
+//!   case letter, so every valid path has a JSON form and the two forms map one to one. A view
+//!   with a field name outside this grammar (such as `ipv4_1`) is refused when its schema is
+//!   built, instead of failing later in `ToJsonString`.
+//! - Trimming also clears unknown fields and extensions at every level it enters; FieldMaskUtil
+//!   keeps them. Data the mask did not ask for never leaves the gateway.
+//! - Subtracting from the whole view expands it into the view's top-level fields.
+//! - Limits on path count, depth and length are enforced (FieldMaskUtil has none).
+//!
+//! # Fuzzing
+//!
+//! `fuzz/` holds a cargo-fuzz target, `parse_mask`, that feeds arbitrary strings to the path and
+//! JSON parsers and checks the round trip of whatever they accept. It is outside the workspace.
+//! See `fuzz/README.md` for how to run it.
+
+mod error;
+mod mask;
+mod schema;
+mod syntax;
+mod trim;
+
+#[cfg(test)]
+mod test_view;
+
+pub use error::{MaskError, SchemaError, SegmentProblem};
+pub use mask::Mask;
+pub use schema::{Limits, ViewSchema};
