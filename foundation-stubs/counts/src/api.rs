@@ -1,0 +1,100 @@
+//! The gRPC edge: checks input, calls the store, maps errors in one place.
+
+use foundation_kit::{FoundationError, ids};
+use protos::foundation::counts::v1::{
+    ApplyEventsRequest, ApplyEventsResponse, BatchGetTrackCountsRequest,
+    BatchGetTrackCountsResponse, BatchGetUserCountsRequest, BatchGetUserCountsResponse, event,
+    counts_service_server::CountsService,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{CountsStore, Limits};
+
+#[derive(Debug)]
+pub(crate) struct CountsApi {
+    store: CountsStore,
+    limits: Limits,
+}
+
+impl CountsApi {
+    pub(crate) fn new(store: CountsStore, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+}
+
+fn check_event(event: &protos::foundation::counts::v1::Event) -> Result<(), FoundationError> {
+    ids::check("events.id", &event.id)?;
+    let pair = |a: &str, b: &str| -> Result<(), FoundationError> {
+        ids::check("events.kind", a)?;
+        ids::check("events.kind", b)
+    };
+    match &event.kind {
+        None => Err(FoundationError::invalid("events.kind", "is required")),
+        Some(
+            event::Kind::TrackLiked(r)
+            | event::Kind::TrackUnliked(r)
+            | event::Kind::TrackReposted(r)
+            | event::Kind::TrackUnreposted(r)
+            | event::Kind::TrackDownloaded(r),
+        ) => pair(&r.track_id, &r.user_id),
+        Some(event::Kind::UserFollowed(f) | event::Kind::UserUnfollowed(f)) => {
+            pair(&f.follower_id, &f.followee_id)
+        }
+        Some(event::Kind::TrackDeleted(d)) => ids::check("events.kind", &d.track_id),
+    }
+}
+
+#[tonic::async_trait]
+impl CountsService for CountsApi {
+    async fn batch_get_track_counts(
+        &self,
+        request: Request<BatchGetTrackCountsRequest>,
+    ) -> Result<Response<BatchGetTrackCountsResponse>, Status> {
+        let ids = request.into_inner().track_ids;
+        ids::check_batch("track_ids", &ids, self.limits.max_batch)?;
+        let counts = self
+            .store
+            .track_counts(&ids)
+            .await
+            .map_err(FoundationError::from)?;
+        Ok(Response::new(BatchGetTrackCountsResponse { counts }))
+    }
+
+    async fn batch_get_user_counts(
+        &self,
+        request: Request<BatchGetUserCountsRequest>,
+    ) -> Result<Response<BatchGetUserCountsResponse>, Status> {
+        let ids = request.into_inner().user_ids;
+        ids::check_batch("user_ids", &ids, self.limits.max_batch)?;
+        let counts = self
+            .store
+            .user_counts(&ids)
+            .await
+            .map_err(FoundationError::from)?;
+        Ok(Response::new(BatchGetUserCountsResponse { counts }))
+    }
+
+    async fn apply_events(
+        &self,
+        request: Request<ApplyEventsRequest>,
+    ) -> Result<Response<ApplyEventsResponse>, Status> {
+        let events = request.into_inner().events;
+        if events.len() > self.limits.max_events {
+            return Err(FoundationError::invalid(
+                "events",
+                format!("holds more than the maximum of {} events", self.limits.max_events),
+            )
+            .into());
+        }
+        events.iter().try_for_each(check_event)?;
+        let applied = self
+            .store
+            .apply(&events)
+            .await
+            .map_err(FoundationError::from)?;
+        Ok(Response::new(ApplyEventsResponse {
+            applied: applied.applied,
+            duplicates: applied.duplicates,
+        }))
+    }
+}

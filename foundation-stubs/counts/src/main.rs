@@ -1,0 +1,9 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    service_runtime::cli::main(
+        "The counts foundation service: likes, reposts, downloads and followers, read side",
+        counts::SETTINGS,
+        counts::run,
+    )
+}

@@ -1,0 +1,105 @@
+//! The thin `main` every service binary shares: parse the command line, load the settings
+//! (failing fast with the bad key named), print them when asked, start telemetry, bind the
+//! listeners and run the service until SIGTERM or Ctrl-C.
+
+use std::{fmt::Display, future::Future, pin::Pin, process::ExitCode};
+
+use clap::Parser;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    Listeners, ServerSettings,
+    settings::{CommonArgs, SettingsSource, load_settings, render},
+    shutdown,
+    telemetry::{self, LogSettings},
+};
+
+/// Settings of a service binary: its own, plus the server and log sections every one has.
+pub trait ServiceSettings: Serialize + DeserializeOwned {
+    fn server(&self) -> &ServerSettings;
+    fn log(&self) -> &LogSettings;
+}
+
+/// A future that resolves when the service must stop.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Runs a service binary. `about` is shown by `--help` together with the environment prefix.
+pub fn main<S, E, F, Fut>(about: &'static str, source: SettingsSource, run: F) -> ExitCode
+where
+    S: ServiceSettings,
+    E: Display,
+    F: FnOnce(S, Listeners, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let after_help = format!(
+        "Settings: built-in defaults < --config FILE < environment variables named \
+         {prefix}_<SECTION>__<KEY> (for example {prefix}_SERVER__GRPC_ADDR=0.0.0.0:1234). \
+         Run with --print-config to see the effective settings.",
+        prefix = source.env_prefix
+    );
+    let cli = Cli::parse_from_with_help(about, after_help);
+    let settings: S = match load_settings(source, cli.common.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.common.print_config {
+        print!("{}", render(&settings));
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(settings.log());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match Listeners::bind(settings.server()).await {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                tracing::error!(%error, "cannot bind");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            grpc = %settings.server().grpc_addr,
+            metrics = %settings.server().metrics_addr,
+            "starting"
+        );
+        match run(settings, listeners, Box::pin(shutdown::signal())).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%error, "failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+impl Cli {
+    fn parse_from_with_help(about: &'static str, after_help: String) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Self::command().about(about).after_help(after_help);
+        let matches = command.get_matches();
+        match Self::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Fault injection for tests and demos: per-method added latency and error rate, from
+//! configuration, off by default. Keys are method names (`BatchGetTracks`), values say what to
+//! inject:
+//!
+//! ```toml
+//! [faults.BatchGetTracks]
+//! latency_ms = 20
+//! error_rate = 0.1
+//! code = "unavailable"
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Status};
+
+use crate::metrics::split_path;
+
+/// What to inject into one method.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodFault {
+    /// Added before the call is handled.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// The share of calls, from 0 to 1, answered with `code` instead of being handled.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// The status code of injected errors.
+    #[serde(default = "default_code")]
+    pub code: FaultCode,
+}
+
+fn default_code() -> FaultCode {
+    FaultCode::Unavailable
+}
+
+/// Status codes that make sense to inject.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultCode {
+    Unavailable,
+    DeadlineExceeded,
+    Internal,
+    ResourceExhausted,
+    Aborted,
+    Unknown,
+}
+
+impl From<FaultCode> for Code {
+    fn from(code: FaultCode) -> Self {
+        match code {
+            FaultCode::Unavailable => Code::Unavailable,
+            FaultCode::DeadlineExceeded => Code::DeadlineExceeded,
+            FaultCode::Internal => Code::Internal,
+            FaultCode::ResourceExhausted => Code::ResourceExhausted,
+            FaultCode::Aborted => Code::Aborted,
+            FaultCode::Unknown => Code::Unknown,
+        }
+    }
+}
+
+/// Faults by method name.
+pub type FaultSettings = BTreeMap<String, MethodFault>;
+
+/// Checks the settings, naming the first bad key.
+pub fn validate(faults: &FaultSettings) -> Result<(), String> {
+    for (method, fault) in faults {
+        if !(0.0..=1.0).contains(&fault.error_rate) {
+            return Err(format!(
+                "faults.{method}.error_rate must be between 0 and 1, got {}",
+                fault.error_rate
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FaultLayer {
+    faults: Arc<FaultSettings>,
+}
+
+impl FaultLayer {
+    pub fn new(faults: FaultSettings) -> Self {
+        Self {
+            faults: Arc::new(faults),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for FaultLayer {
+    type Service = FaultService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FaultService {
+            inner,
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultService<S> {
+    inner: S,
+    faults: Arc<FaultSettings>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for FaultService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (_, method) = split_path(request.uri().path());
+        let Some(fault) = self.faults.get(method).cloned() else {
+            return Box::pin(self.inner.call(request));
+        };
+        // The ready inner service is used now; its clone takes its place for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            if fault.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+            }
+            if fault.error_rate > 0.0 && fastrand::f64() < fault.error_rate {
+                tracing::debug!(method = %request.uri().path(), "injecting a fault");
+                return Ok(Status::new(fault.code.into(), "injected fault").into_http());
+            }
+            inner.call(request).await
+        })
+    }
+}

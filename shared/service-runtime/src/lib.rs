@@ -1,0 +1,23 @@
+//! What every binary of the topology shares, so that each service crate holds only its domain:
+//!
+//! - [`settings`]: layered configuration (built-in defaults < optional file < environment) with
+//!   a command line that can print the effective configuration;
+//! - [`telemetry`]: `tracing` output, pretty for people and JSON for containers;
+//! - [`metrics`]: Prometheus RED metrics for every RPC, served over HTTP at `/metrics`;
+//! - [`faults`]: per-method latency and error injection for tests and demos;
+//! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown.
+//!
+//! Tower layers around every gRPC server, outermost first: [`metrics::GrpcMetricsLayer`] (so
+//! that injected faults are counted like real ones), then [`faults::FaultLayer`].
+
+pub mod cli;
+pub mod faults;
+pub mod metrics;
+pub mod serve;
+pub mod settings;
+pub mod shutdown;
+pub mod spawn;
+pub mod telemetry;
+
+pub use serve::{GrpcApp, Listeners, ServeError, serve};
+pub use settings::{ServerSettings, load_settings};

@@ -1,0 +1,286 @@
+//! Prometheus metrics. Every gRPC server gets RED metrics per RPC with the names the Go and Java
+//! gRPC ecosystems use, so existing dashboards work:
+//! `grpc_server_handled_total{grpc_service,grpc_method,grpc_code}` and
+//! `grpc_server_handling_seconds{grpc_service,grpc_method}` (a histogram).
+//!
+//! The status of a call is read where gRPC puts it: in the response headers of a trailers-only
+//! response, else in the trailers at the end of the body. A call whose body is dropped before
+//! its trailers (the client went away) counts as `Canceled`.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+use tonic::Code;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_service: String,
+    grpc_method: String,
+    grpc_code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    grpc_service: String,
+    grpc_method: String,
+}
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The server-side RPC metrics, registered once per server. Clones share the same series.
+#[derive(Debug, Clone)]
+pub struct GrpcServerMetrics {
+    handled: Family<HandledLabels, Counter>,
+    handling: HistogramFamily<MethodLabels>,
+}
+
+impl GrpcServerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            handled: Family::default(),
+            handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        };
+        registry.register(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure",
+            metrics.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
+            metrics.handling.clone(),
+        );
+        metrics
+    }
+
+    fn record(&self, service: &str, method: &str, code: Code, started: Instant) {
+        self.handled
+            .get_or_create(&HandledLabels {
+                grpc_service: service.to_owned(),
+                grpc_method: method.to_owned(),
+                grpc_code: code_name(code),
+            })
+            .inc();
+        self.handling
+            .get_or_create(&MethodLabels {
+                grpc_service: service.to_owned(),
+                grpc_method: method.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The code names of the Go implementation, which dashboards expect.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Splits `/package.Service/Method` into its service and method.
+pub fn split_path(path: &str) -> (&str, &str) {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    trimmed.split_once('/').unwrap_or((trimmed, ""))
+}
+
+fn status_code(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|value| Code::from_bytes(value.as_bytes()))
+}
+
+/// A tower layer that records [`GrpcServerMetrics`] for every call.
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsLayer {
+    metrics: GrpcServerMetrics,
+}
+
+impl GrpcMetricsLayer {
+    pub fn new(metrics: GrpcServerMetrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsService<S> {
+    inner: S,
+    metrics: GrpcServerMetrics,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for GrpcMetricsService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Body,
+{
+    type Response = Response<MeteredBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (service, method) = split_path(request.uri().path());
+        let call = CallRecord {
+            metrics: self.metrics.clone(),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            started: Instant::now(),
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            let (parts, body) = response.into_parts();
+            // A trailers-only response carries its status in the headers.
+            let pending = match status_code(&parts.headers) {
+                Some(code) => {
+                    call.finish(code);
+                    None
+                }
+                None => Some(call),
+            };
+            Ok(Response::from_parts(
+                parts,
+                MeteredBody {
+                    inner: body,
+                    pending,
+                },
+            ))
+        })
+    }
+}
+
+/// A call whose status is not known yet.
+#[derive(Debug)]
+struct CallRecord {
+    metrics: GrpcServerMetrics,
+    service: String,
+    method: String,
+    started: Instant,
+}
+
+impl CallRecord {
+    fn finish(self, code: Code) {
+        self.metrics
+            .record(&self.service, &self.method, code, self.started);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the call's status when its trailers pass by.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        pending: Option<CallRecord>,
+    }
+
+    impl<B> PinnedDrop for MeteredBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().pending.take() {
+                call.finish(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl<B: Body> Body for MeteredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(call) = this.pending.take()
+                {
+                    call.finish(status_code(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(call) = this.pending.take() {
+                    call.finish(Code::Internal);
+                }
+            }
+            None => {
+                // The body ended without trailers: gRPC treats a missing status as unknown.
+                if let Some(call) = this.pending.take() {
+                    call.finish(Code::Unknown);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::error!(%error, "cannot encode metrics");
+    }
+    text
+}

@@ -1,0 +1,194 @@
+//! The gRPC serve loop every service runs: its own routes plus `grpc.health.v1` and server
+//! reflection, the metrics and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::{
+    faults::{FaultLayer, FaultSettings},
+    metrics::{GrpcMetricsLayer, GrpcServerMetrics, encode},
+    settings::ServerSettings,
+};
+
+/// One service binary's gRPC application.
+#[derive(Debug)]
+pub struct GrpcApp {
+    /// The routes of the service's own APIs.
+    pub routes: Routes,
+    /// The fully qualified names of those APIs, reported by the health service.
+    pub service_names: Vec<&'static str>,
+    /// The encoded descriptor set of those APIs, served by reflection.
+    pub descriptor: &'static [u8],
+    /// The service's own metrics; the RPC metrics are added to it.
+    pub registry: Registry,
+    pub faults: FaultSettings,
+    /// How long in-flight calls may run after the shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+/// The two listeners of a service, bound before it starts so that tests can use port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of the settings.
+    pub async fn bind(settings: &ServerSettings) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: bind(settings.grpc_addr).await?,
+            metrics: bind(settings.metrics_addr).await?,
+        })
+    }
+
+    /// Binds both on an ephemeral port of the loopback interface.
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Self {
+            grpc: bind(any).await?,
+            metrics: bind(any).await?,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics.local_addr()
+    }
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        std::io::Error::new(error.kind(), format!("cannot bind {addr}: {error}"))
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("metrics server failed: {0}")]
+    Metrics(#[from] std::io::Error),
+}
+
+/// Serves `app` until `shutdown` resolves, then stops accepting, reports NOT_SERVING, and
+/// drains in-flight calls for at most `app.drain_timeout`.
+pub async fn serve(
+    app: GrpcApp,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let GrpcApp {
+        routes,
+        service_names,
+        descriptor,
+        mut registry,
+        faults,
+        drain_timeout,
+    } = app;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in &service_names {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let rpc_metrics = GrpcServerMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        let health = health.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stopping.cancelled() => {}
+            }
+            health.set_service_status("", ServingStatus::NotServing).await;
+            for name in service_names {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            stopping.cancel();
+        }
+    });
+
+    let metrics_app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    encode(&registry),
+                )
+            }
+        }),
+    );
+    let metrics_server = axum::serve(listeners.metrics, metrics_app)
+        .with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let metrics_task = tokio::spawn(async move { metrics_server.await });
+
+    let layers = tower::ServiceBuilder::new()
+        .layer(GrpcMetricsLayer::new(rpc_metrics))
+        .layer(FaultLayer::new(faults))
+        .into_inner();
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(layers)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            stopping.clone().cancelled_owned(),
+        );
+    tokio::pin!(grpc);
+
+    let drained = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    let outcome = tokio::select! {
+        outcome = &mut grpc => outcome.map_err(ServeError::from),
+        () = drained => {
+            tracing::warn!(timeout_ms = drain_timeout.as_millis() as u64, "in-flight calls did not drain in time");
+            Ok(())
+        }
+    };
+    // Whatever ended the gRPC server ends the rest too.
+    stopping.cancel();
+    match metrics_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(ServeError::Metrics(error)),
+        Err(error) => tracing::error!(%error, "metrics server task failed"),
+    }
+    outcome
+}

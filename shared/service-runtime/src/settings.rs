@@ -1,0 +1,102 @@
+//! Layered configuration with the `config` crate: the built-in defaults (a TOML document each
+//! service embeds), then an optional file, then environment variables with the service's prefix.
+//! Keys are nested with `__` in the environment: `TRACKS_DATABASE__URL` sets `database.url`.
+//! Unknown keys are errors, so that a typo fails at start-up instead of being ignored.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::telemetry::LogSettings;
+
+/// How a binary finds its configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingsSource {
+    /// The built-in defaults, a complete TOML document.
+    pub defaults: &'static str,
+    /// The environment prefix, without the trailing underscore (`TRACKS`).
+    pub env_prefix: &'static str,
+}
+
+/// The command line every binary accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// A TOML file whose keys override the built-in defaults; environment variables override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Rejected(String),
+}
+
+/// Loads the settings: defaults < `file` < environment.
+pub fn load_settings<T: DeserializeOwned>(
+    source: SettingsSource,
+    file: Option<&std::path::Path>,
+) -> Result<T, SettingsError> {
+    load_settings_from(source, file, std::env::vars())
+}
+
+/// Like [`load_settings`], with the environment given explicitly (for tests).
+pub fn load_settings_from<T: DeserializeOwned>(
+    source: SettingsSource,
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, SettingsError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        source.defaults,
+        config::FileFormat::Toml,
+    ));
+    if let Some(file) = file {
+        builder = builder.add_source(config::File::from(file).required(true));
+    }
+    let prefix = format!("{}_", source.env_prefix);
+    let vars: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix(source.env_prefix)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(vars)),
+    );
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+/// Renders settings as TOML, for `--print-config`.
+pub fn render<T: Serialize>(settings: &T) -> String {
+    toml::to_string_pretty(settings).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+}
+
+/// The network and lifecycle settings of every server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address of the gRPC listener.
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP listener that serves `/metrics`.
+    pub metrics_addr: SocketAddr,
+    /// How long in-flight calls may run after a shutdown signal before they are cut off.
+    pub drain_timeout_ms: u64,
+}
+
+/// Settings every service has besides its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSettings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+}
+
+#[cfg(test)]
+mod tests;

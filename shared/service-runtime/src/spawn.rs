@@ -1,0 +1,95 @@
+//! Runs a service inside the current process on ephemeral or given listeners: the local
+//! topology runs all services this way, and tests start the service under test this way.
+
+use std::{fmt::Display, future::Future, net::SocketAddr};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Listeners, cli::Shutdown};
+
+/// A service running in this process. Dropping it stops the service.
+#[derive(Debug)]
+pub struct Running {
+    pub name: &'static str,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Running {
+    /// Starts `run` on `listeners`.
+    pub fn start<F, Fut, E>(name: &'static str, listeners: Listeners, run: F) -> std::io::Result<Self>
+    where
+        F: FnOnce(Listeners, Shutdown) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        let grpc_addr = listeners.grpc_addr()?;
+        let metrics_addr = listeners.metrics_addr()?;
+        let stop = CancellationToken::new();
+        let future = run(listeners, Box::pin(stop.clone().cancelled_owned()));
+        let task = tokio::spawn(async move {
+            future.await.map_err(|error| {
+                tracing::error!(service = name, %error, "service failed");
+                error.to_string()
+            })
+        });
+        Ok(Self {
+            name,
+            grpc_addr,
+            metrics_addr,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Starts `run` on ephemeral loopback ports.
+    pub async fn ephemeral<F, Fut, E>(name: &'static str, run: F) -> std::io::Result<Self>
+    where
+        F: FnOnce(Listeners, Shutdown) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        Self::start(name, Listeners::ephemeral().await?, run)
+    }
+
+    /// The gRPC endpoint, `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// The metrics endpoint, `http://127.0.0.1:port/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr)
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn signal_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops the service and waits until it has drained.
+    pub async fn stop(mut self) -> Result<(), String> {
+        self.stop.cancel();
+        match self.task.take() {
+            Some(task) => task.await.map_err(|error| error.to_string())?,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the service ends by itself (or fails).
+    pub async fn wait(mut self) -> Result<(), String> {
+        match self.task.take() {
+            Some(task) => task.await.map_err(|error| error.to_string())?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
