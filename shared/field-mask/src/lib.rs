@@ -10,10 +10,29 @@
 //! Build a [`ViewSchema`] once per view from its descriptor, then parse each request's mask
 //! with it:
 //!
-//! ```ignore
-//! let schema = ViewSchema::new(pool.get_message_by_name("consumer.v1.Track").unwrap())?;
-//! let mask = schema.parse_field_mask(request.read_mask.take())
-//!     .map_err(|error| Status::invalid_argument(error.user_message()))?;
+//! ```
+//! # use field_mask::ViewSchema;
+//! # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+//! # let files = protox::compile(["view.proto"], [dir])?;
+//! # let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(files)?;
+//! let track = pool.get_message_by_name("testview.v1.Track").expect("the view exists");
+//! let schema = ViewSchema::new(track)?;
+//!
+//! // In a handler: `request.read_mask.take()`, and on error
+//! // `Status::invalid_argument(error.user_message())`.
+//! let read_mask = Some(prost_types::FieldMask {
+//!     paths: vec!["title".into(), "creator.followers_count".into(), "creator".into()],
+//! });
+//! let mask = schema.parse_field_mask(read_mask).map_err(|error| error.user_message())?;
+//! assert_eq!(mask.to_string(), "creator,title");
+//! assert_eq!(mask.to_json(), "creator,title");
+//!
+//! let error = schema.parse_json("creator.followerCount").unwrap_err();
+//! assert_eq!(
+//!     error.user_message(),
+//!     r#"field mask path "creator.followerCount" names unknown field "followerCount" in testview.v1.Creator"#,
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! - Unset or empty masks and `*` mean the whole view ([`Mask::all`]).
@@ -66,7 +85,9 @@
 //! See `fuzz/README.md` for how to run it.
 
 mod error;
+mod exec;
 mod mask;
+mod plan;
 mod schema;
 mod syntax;
 mod trim;
@@ -75,5 +96,13 @@ mod trim;
 mod test_view;
 
 pub use error::{MaskError, SchemaError, SegmentProblem};
+pub use exec::{
+    CallError, StageResults, call_batched, join_with_deadline, run_stage, unique_keys,
+    upstream_deadline,
+};
 pub use mask::Mask;
+pub use plan::{
+    Cause, Explain, FanoutSpec, FanoutSpecBuilder, Input, MAX_SOURCES, NamedSource, Plan,
+    PlannedCall, Source, SpecError, Stage,
+};
 pub use schema::{Limits, ViewSchema};
