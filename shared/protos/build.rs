@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for (name, file) in APIS {
         let set = protox::compile([file], [&root])?;
-        fs::write(out.join(format!("{name}_descriptor.bin")), set.encode_to_vec())?;
+        fs::write(
+            out.join(format!("{name}_descriptor.bin")),
+            set.encode_to_vec(),
+        )?;
     }
 
     let all = protox::compile(APIS.iter().map(|(_, file)| file), [&root])?;

@@ -3,8 +3,8 @@
 use foundation_kit::{FoundationError, ids};
 use protos::foundation::counts::v1::{
     ApplyEventsRequest, ApplyEventsResponse, BatchGetTrackCountsRequest,
-    BatchGetTrackCountsResponse, BatchGetUserCountsRequest, BatchGetUserCountsResponse, event,
-    counts_service_server::CountsService,
+    BatchGetTrackCountsResponse, BatchGetUserCountsRequest, BatchGetUserCountsResponse,
+    counts_service_server::CountsService, event,
 };
 use tonic::{Request, Response, Status};
 
@@ -82,7 +82,10 @@ impl CountsService for CountsApi {
         if events.len() > self.limits.max_events {
             return Err(FoundationError::invalid(
                 "events",
-                format!("holds more than the maximum of {} events", self.limits.max_events),
+                format!(
+                    "holds more than the maximum of {} events",
+                    self.limits.max_events
+                ),
             )
             .into());
         }

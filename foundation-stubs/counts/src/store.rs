@@ -2,12 +2,7 @@
 
 use std::collections::HashMap;
 
-use foundation_kit::{
-    Database,
-    db::placeholders,
-    seed::Seed,
-    time,
-};
+use foundation_kit::{Database, db::placeholders, seed::Seed, time};
 use protos::foundation::counts::v1::{Event, TrackCounts, UserCounts, event::Kind};
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
@@ -50,12 +45,14 @@ impl CountsStore {
             .await?;
         }
         for (user, (followers, following)) in seed.user_counts() {
-            sqlx::query("INSERT INTO user_counts (user_id, followers, following) VALUES ($1, $2, $3)")
-                .bind(user)
-                .bind(followers as i64)
-                .bind(following as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO user_counts (user_id, followers, following) VALUES ($1, $2, $3)",
+            )
+            .bind(user)
+            .bind(followers as i64)
+            .bind(following as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         tracing::info!("seeded counts");
@@ -182,7 +179,9 @@ async fn apply_one(connection: &mut AnyConnection, kind: &Kind) -> Result<(), sq
         Kind::TrackReposted(r) => track(&r.track_id, 0, 1, 0),
         Kind::TrackUnreposted(r) => track(&r.track_id, 0, -1, 0),
         Kind::TrackDownloaded(r) => track(&r.track_id, 0, 0, 1),
-        Kind::UserFollowed(f) => return follow(connection, &f.follower_id, &f.followee_id, 1).await,
+        Kind::UserFollowed(f) => {
+            return follow(connection, &f.follower_id, &f.followee_id, 1).await;
+        }
         Kind::UserUnfollowed(f) => {
             return follow(connection, &f.follower_id, &f.followee_id, -1).await;
         }
@@ -229,7 +228,8 @@ async fn follow(
     followee: &str,
     delta: i64,
 ) -> Result<(), sqlx::Error> {
-    const UPSERT: &str = "INSERT INTO user_counts (user_id, followers, following) VALUES ($1, $2, $3)
+    const UPSERT: &str =
+        "INSERT INTO user_counts (user_id, followers, following) VALUES ($1, $2, $3)
          ON CONFLICT (user_id) DO UPDATE SET
            followers = user_counts.followers + excluded.followers,
            following = user_counts.following + excluded.following";

@@ -30,9 +30,10 @@ impl FollowsApi {
         ids::check("follower_id", &request.follower_id)?;
         ids::check("followee_id", &request.followee_id)?;
         if request.follower_id == request.followee_id {
-            return Err(
-                FoundationError::FailedPrecondition("a user cannot follow themselves".into()).into(),
-            );
+            return Err(FoundationError::FailedPrecondition(
+                "a user cannot follow themselves".into(),
+            )
+            .into());
         }
         let changed = self
             .store

@@ -33,14 +33,14 @@ impl FoundationError {
 impl From<FoundationError> for Status {
     fn from(error: FoundationError) -> Self {
         match &error {
-            FoundationError::InvalidArgument { .. } => {
-                Status::invalid_argument(error.to_string())
-            }
+            FoundationError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             FoundationError::NotFound { .. } => Status::not_found(error.to_string()),
             FoundationError::FailedPrecondition(_) => {
                 Status::failed_precondition(error.to_string())
             }
-            FoundationError::AudioTooLarge { .. } => Status::new(Code::OutOfRange, error.to_string()),
+            FoundationError::AudioTooLarge { .. } => {
+                Status::new(Code::OutOfRange, error.to_string())
+            }
             FoundationError::Upstream(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "upstream call failed");
                 Status::unavailable("an upstream service is unavailable")

@@ -298,7 +298,9 @@ mod tests {
         let seed = Seed::generate(1000, 5000);
         let counts = seed.track_counts();
         let likes = |range: std::ops::RangeInclusive<u32>| -> u64 {
-            range.map(|n| counts.get(&track_id(n)).map_or(0, |c| c.0)).sum()
+            range
+                .map(|n| counts.get(&track_id(n)).map_or(0, |c| c.0))
+                .sum()
         };
         assert!(likes(1..=500) > 3 * likes(4501..=5000));
     }

@@ -8,7 +8,7 @@ use protos::foundation::likes::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{Limits, LikesStore, store::ReactionKind};
+use crate::{LikesStore, Limits, store::ReactionKind};
 
 #[derive(Debug)]
 pub(crate) struct LikesApi {

@@ -68,7 +68,11 @@ impl LikesStore {
             }
         }
         tx.commit().await?;
-        tracing::info!(likes = seed.likes.len(), reposts = seed.reposts.len(), "seeded reactions");
+        tracing::info!(
+            likes = seed.likes.len(),
+            reposts = seed.reposts.len(),
+            "seeded reactions"
+        );
         Ok(())
     }
 
@@ -199,7 +203,10 @@ impl LikesStore {
     pub async fn delete_track(&self, track_id: &str) -> Result<(u64, u64), sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         let mut removed = [0; 2];
-        for (slot, kind) in [ReactionKind::Like, ReactionKind::Repost].into_iter().enumerate() {
+        for (slot, kind) in [ReactionKind::Like, ReactionKind::Repost]
+            .into_iter()
+            .enumerate()
+        {
             removed[slot] = sqlx::query("DELETE FROM reactions WHERE track_id = $1 AND kind = $2")
                 .bind(track_id.to_owned())
                 .bind(kind.as_str())

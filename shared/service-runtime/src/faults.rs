@@ -1,6 +1,6 @@
 //! Fault injection for tests and demos: per-method added latency and error rate, from
-//! configuration, off by default. Keys are method names (`BatchGetTracks`), values say what to
-//! inject:
+//! configuration, off by default. Keys are method names (`BatchGetTracks`, matched without
+//! regard to case), values say what to inject:
 //!
 //! ```toml
 //! [faults.BatchGetTracks]
@@ -123,9 +123,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -133,7 +132,14 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (_, method) = split_path(request.uri().path());
-        let Some(fault) = self.faults.get(method).cloned() else {
+        // Case-insensitive, because the `config` crate lowercases keys that come from the
+        // environment: `LIKES_FAULTS__LIKE__ERROR_RATE` arrives as `faults.like`.
+        let fault = self
+            .faults
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(method))
+            .map(|(_, fault)| fault.clone());
+        let Some(fault) = fault else {
             return Box::pin(self.inner.call(request));
         };
         // The ready inner service is used now; its clone takes its place for the next call.

@@ -67,9 +67,9 @@ impl Listeners {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|error| {
-        std::io::Error::new(error.kind(), format!("cannot bind {addr}: {error}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| std::io::Error::new(error.kind(), format!("cannot bind {addr}: {error}")))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +129,9 @@ pub async fn serve(
                 () = shutdown => {}
                 () = stopping.cancelled() => {}
             }
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             for name in service_names {
                 health
                     .set_service_status(name, ServingStatus::NotServing)

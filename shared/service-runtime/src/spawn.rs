@@ -20,7 +20,11 @@ pub struct Running {
 
 impl Running {
     /// Starts `run` on `listeners`.
-    pub fn start<F, Fut, E>(name: &'static str, listeners: Listeners, run: F) -> std::io::Result<Self>
+    pub fn start<F, Fut, E>(
+        name: &'static str,
+        listeners: Listeners,
+        run: F,
+    ) -> std::io::Result<Self>
     where
         F: FnOnce(Listeners, Shutdown) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send + 'static,

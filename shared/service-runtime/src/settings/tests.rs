@@ -46,9 +46,20 @@ fn file_overrides_defaults_and_environment_overrides_file() {
         env(&[("TESTSVC_SERVER__DRAIN_TIMEOUT_MS", "9"), ("OTHER_X", "1")]),
     )
     .unwrap();
-    assert_eq!(settings.server.grpc_addr.port(), 1, "file wins over defaults");
-    assert_eq!(settings.server.drain_timeout_ms, 9, "environment wins over file");
-    assert_eq!(settings.server.metrics_addr.port(), 9061, "defaults fill the rest");
+    assert_eq!(
+        settings.server.grpc_addr.port(),
+        1,
+        "file wins over defaults"
+    );
+    assert_eq!(
+        settings.server.drain_timeout_ms, 9,
+        "environment wins over file"
+    );
+    assert_eq!(
+        settings.server.metrics_addr.port(),
+        9061,
+        "defaults fill the rest"
+    );
 }
 
 #[test]

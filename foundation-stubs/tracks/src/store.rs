@@ -1,0 +1,395 @@
+//! Storage of tracks and their audio, with the outbox events of downloads and deletions.
+
+use std::collections::HashMap;
+
+use foundation_kit::{
+    Database, FoundationError,
+    db::placeholders,
+    outbox::{self, Relay},
+    page::Cursor,
+    seed::{Seed, SeedGeoMode, SeedVisibility},
+    time,
+};
+use protos::foundation::counts::v1::{TrackDeleted, TrackReaction, event::Kind};
+use sha2::{Digest, Sha256};
+use sqlx::{AssertSqlSafe, Row, any::AnyRow};
+
+use crate::model::{Audio, GeoMode, Geoblocking, Metadata, Track, Visibility};
+
+const COLUMNS: &str = "id, owner_id, title, description, genre, duration_ms, artwork_url, \
+     create_time_us, update_time_us, visibility, secret_token, geo_mode, geo_territories, \
+     downloadable, audio_id, audio_size, audio_sha256";
+
+#[derive(Debug, Clone)]
+pub struct TracksStore {
+    db: Database,
+    relay: Relay,
+}
+
+fn from_row(row: &AnyRow) -> Result<Track, FoundationError> {
+    let territories: String = row.try_get("geo_territories")?;
+    Ok(Track {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        metadata: Metadata {
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            genre: row.try_get("genre")?,
+            duration_ms: row.try_get("duration_ms")?,
+            artwork_url: row.try_get("artwork_url")?,
+            visibility: Visibility::parse(&row.try_get::<String, _>("visibility")?)?,
+            geoblocking: Geoblocking {
+                mode: GeoMode::parse(&row.try_get::<String, _>("geo_mode")?)?,
+                territories: territories
+                    .split(',')
+                    .filter(|code| !code.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            downloadable: row.try_get::<i64, _>("downloadable")? != 0,
+        },
+        secret_token: row.try_get("secret_token")?,
+        create_time_us: row.try_get("create_time_us")?,
+        update_time_us: row.try_get("update_time_us")?,
+        audio: Audio {
+            id: row.try_get("audio_id")?,
+            size: row.try_get("audio_size")?,
+            sha256: row.try_get("audio_sha256")?,
+        },
+    })
+}
+
+async fn insert(connection: &mut sqlx::AnyConnection, track: &Track) -> Result<(), sqlx::Error> {
+    let m = &track.metadata;
+    sqlx::query(
+        "INSERT INTO tracks (id, owner_id, title, description, genre, duration_ms, artwork_url,
+            create_time_us, update_time_us, visibility, secret_token, geo_mode, geo_territories,
+            downloadable, audio_id, audio_size, audio_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(track.id.clone())
+    .bind(track.owner_id.clone())
+    .bind(m.title.clone())
+    .bind(m.description.clone())
+    .bind(m.genre.clone())
+    .bind(m.duration_ms)
+    .bind(m.artwork_url.clone())
+    .bind(track.create_time_us)
+    .bind(track.update_time_us)
+    .bind(m.visibility.as_str())
+    .bind(track.secret_token.clone())
+    .bind(m.geoblocking.mode.as_str())
+    .bind(m.geoblocking.territories.join(","))
+    .bind(i64::from(m.downloadable))
+    .bind(track.audio.id.clone())
+    .bind(track.audio.size)
+    .bind(track.audio.sha256.clone())
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+impl TracksStore {
+    pub fn new(db: Database, relay: Relay) -> Self {
+        Self { db, relay }
+    }
+
+    /// Seeds the tracks and audio of the seed dataset into an empty store.
+    pub async fn seed(&self, seed: &Seed) -> Result<(), FoundationError> {
+        let mut tx = self.db.pool.begin().await?;
+        let existing: i64 = sqlx::query("SELECT COUNT(*) AS n FROM tracks")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if existing > 0 {
+            return Ok(());
+        }
+        for s in &seed.tracks {
+            let audio_id = format!("aud_{}", s.id);
+            sqlx::query("INSERT INTO audio_chunks (audio_id, seq, data) VALUES ($1, 0, $2)")
+                .bind(audio_id.clone())
+                .bind(s.audio.clone())
+                .execute(&mut *tx)
+                .await?;
+            let track = Track {
+                id: s.id.clone(),
+                owner_id: s.owner_id.clone(),
+                metadata: Metadata {
+                    title: s.title.clone(),
+                    description: s.description.clone(),
+                    genre: s.genre.clone(),
+                    duration_ms: s.duration_ms,
+                    artwork_url: s.artwork_url.clone(),
+                    visibility: match s.visibility {
+                        SeedVisibility::Public => Visibility::Public,
+                        SeedVisibility::Private => Visibility::Private,
+                    },
+                    geoblocking: Geoblocking {
+                        mode: match s.geo_mode {
+                            SeedGeoMode::None => GeoMode::None,
+                            SeedGeoMode::AllowList => GeoMode::AllowList,
+                            SeedGeoMode::BlockList => GeoMode::BlockList,
+                        },
+                        territories: s.territories.clone(),
+                    },
+                    downloadable: s.downloadable,
+                },
+                secret_token: s.secret_token.clone().unwrap_or_default(),
+                create_time_us: s.create_time_us,
+                update_time_us: s.create_time_us,
+                audio: Audio {
+                    id: audio_id,
+                    size: s.audio.len() as i64,
+                    sha256: hex::encode(Sha256::digest(&s.audio)),
+                },
+            };
+            insert(&mut tx, &track).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(tracks = seed.tracks.len(), "seeded tracks");
+        Ok(())
+    }
+
+    /// Stores one chunk of an upload that is not committed yet.
+    pub async fn stage_chunk(
+        &self,
+        audio_id: &str,
+        seq: i64,
+        data: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO audio_chunks (audio_id, seq, data) VALUES ($1, $2, $3)")
+            .bind(audio_id.to_owned())
+            .bind(seq)
+            .bind(data.to_vec())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the chunks of an upload that will not commit.
+    pub async fn discard_chunks(&self, audio_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM audio_chunks WHERE audio_id = $1")
+            .bind(audio_id.to_owned())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes chunks that belong to no track: uploads cut off by a crash.
+    pub async fn sweep_orphan_chunks(&self) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM audio_chunks WHERE audio_id NOT IN (SELECT audio_id FROM tracks)",
+        )
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Commits a track whose audio chunks are staged: from now on it exists.
+    pub async fn create(&self, track: &Track) -> Result<(), sqlx::Error> {
+        let mut connection = self.db.pool.acquire().await?;
+        insert(&mut connection, track).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Track>, FoundationError> {
+        let sql = format!("SELECT {COLUMNS} FROM tracks WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_owned())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The tracks among `ids` that exist, keyed by id.
+    pub async fn batch_get(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Track>, FoundationError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tracks WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.clone());
+        }
+        query
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|row| from_row(row).map(|track| (track.id.clone(), track)))
+            .collect()
+    }
+
+    /// One page of an owner's tracks, newest first, and the cursor of the next page.
+    pub async fn by_owner(
+        &self,
+        owner_id: &str,
+        after: &Cursor,
+        page_size: i64,
+    ) -> Result<(Vec<Track>, Option<Cursor>), FoundationError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tracks
+             WHERE owner_id = $1 AND (create_time_us < $2 OR (create_time_us = $2 AND id < $3))
+             ORDER BY create_time_us DESC, id DESC
+             LIMIT $4"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner_id.to_owned())
+            .bind(after.time_us)
+            .bind(after.id.clone())
+            .bind(page_size + 1)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let mut tracks = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        let next = if tracks.len() as i64 > page_size {
+            tracks.truncate(page_size as usize);
+            tracks.last().map(|track| Cursor {
+                time_us: track.create_time_us,
+                id: track.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok((tracks, next))
+    }
+
+    /// Applies `change` to the stored track in one transaction and returns the new state.
+    pub async fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Track) -> Result<(), FoundationError>,
+    ) -> Result<Track, FoundationError> {
+        let mut tx = self.db.pool.begin().await?;
+        let now = time::now_us();
+        // The write comes first so that SQLite takes its write lock at the start.
+        let touched = sqlx::query("UPDATE tracks SET update_time_us = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if touched == 0 {
+            return Err(not_found(id));
+        }
+        let sql = format!("SELECT {COLUMNS} FROM tracks WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut track = from_row(&row)?;
+        change(&mut track)?;
+        track.update_time_us = now;
+        let m = &track.metadata;
+        sqlx::query(
+            "UPDATE tracks SET title = $1, description = $2, genre = $3, duration_ms = $4,
+                artwork_url = $5, visibility = $6, secret_token = $7, geo_mode = $8,
+                geo_territories = $9, downloadable = $10, update_time_us = $11
+             WHERE id = $12",
+        )
+        .bind(m.title.clone())
+        .bind(m.description.clone())
+        .bind(m.genre.clone())
+        .bind(m.duration_ms)
+        .bind(m.artwork_url.clone())
+        .bind(m.visibility.as_str())
+        .bind(track.secret_token.clone())
+        .bind(m.geoblocking.mode.as_str())
+        .bind(m.geoblocking.territories.join(","))
+        .bind(i64::from(m.downloadable))
+        .bind(now)
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(track)
+    }
+
+    /// Deletes a track and its audio, and announces the deletion to counts.
+    pub async fn delete(&self, id: &str) -> Result<(), FoundationError> {
+        let mut tx = self.db.pool.begin().await?;
+        let audio_id: Option<String> =
+            sqlx::query("DELETE FROM tracks WHERE id = $1 RETURNING audio_id")
+                .bind(id.to_owned())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("audio_id"))
+                .transpose()?;
+        let Some(audio_id) = audio_id else {
+            return Err(not_found(id));
+        };
+        sqlx::query("DELETE FROM audio_chunks WHERE audio_id = $1")
+            .bind(audio_id)
+            .execute(&mut *tx)
+            .await?;
+        outbox::enqueue(
+            &mut tx,
+            Kind::TrackDeleted(TrackDeleted {
+                track_id: id.to_owned(),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.relay.notify();
+        Ok(())
+    }
+
+    /// How many chunks the audio has.
+    pub async fn chunk_count(&self, audio_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT COUNT(*) AS n FROM audio_chunks WHERE audio_id = $1")
+            .bind(audio_id.to_owned())
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")
+    }
+
+    /// One stored chunk, or `None` when the audio is gone (the track was deleted).
+    pub async fn chunk(&self, audio_id: &str, seq: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        sqlx::query("SELECT data FROM audio_chunks WHERE audio_id = $1 AND seq = $2")
+            .bind(audio_id.to_owned())
+            .bind(seq)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|row| row.try_get("data"))
+            .transpose()
+    }
+
+    /// Records a download of an existing track; returns the event id.
+    pub async fn record_download(
+        &self,
+        track_id: &str,
+        user_id: &str,
+    ) -> Result<String, FoundationError> {
+        let mut tx = self.db.pool.begin().await?;
+        // The write comes first so that SQLite takes its write lock at the start.
+        let event_id = outbox::enqueue(
+            &mut tx,
+            Kind::TrackDownloaded(TrackReaction {
+                track_id: track_id.to_owned(),
+                user_id: user_id.to_owned(),
+            }),
+        )
+        .await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM tracks WHERE id = $1")
+            .bind(track_id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(not_found(track_id));
+        }
+        tx.commit().await?;
+        self.relay.notify();
+        Ok(event_id)
+    }
+}
+
+pub(crate) fn not_found(id: &str) -> FoundationError {
+    FoundationError::NotFound {
+        what: "track",
+        id: id.to_owned(),
+    }
+}
