@@ -1,0 +1,688 @@
+//! The tracks service through its gRPC interface, on SQLite and (when `TEST_DATABASE_URL` is
+//! set) on PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use foundation_kit::{Database, DatabaseSettings, db::testing};
+use prost_types::FieldMask;
+use protos::foundation::{
+    counts::v1::{BatchGetTrackCountsRequest, counts_service_client::CountsServiceClient},
+    tracks::v1::{
+        BatchGetTracksRequest, CreateTrackRequest, DeleteTrackRequest, Geoblocking,
+        GeoblockingMode, ListTracksByOwnerRequest, ReadAudioRequest, RecordDownloadRequest, Track,
+        TrackMetadata, UpdateTrackRequest, Visibility, create_track_request::Part,
+        tracks_service_client::TracksServiceClient,
+    },
+};
+use service_runtime::spawn::Running;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use tonic::{Code, transport::Channel};
+
+type Client = TracksServiceClient<Channel>;
+
+fn settings(database: DatabaseSettings, counts_url: &str) -> tracks::Settings {
+    let mut settings = tracks::Settings::defaults();
+    settings.database = database;
+    settings.audio.max_bytes = 64 * 1024;
+    settings.audio.chunk_bytes = 1000;
+    settings.outbox.counts_url = counts_url.to_owned();
+    settings.outbox.poll_interval_ms = 20;
+    settings.outbox.max_backoff_ms = 200;
+    settings
+}
+
+async fn start(settings: tracks::Settings) -> (Running, Client) {
+    let running = Running::ephemeral("tracks", move |listeners, shutdown| {
+        tracks::run(settings, listeners, shutdown)
+    })
+    .await
+    .unwrap();
+    let client = TracksServiceClient::connect(running.url()).await.unwrap();
+    (running, client)
+}
+
+fn metadata(owner: &str, title: &str) -> TrackMetadata {
+    TrackMetadata {
+        owner_id: owner.into(),
+        title: title.into(),
+        description: "a description".into(),
+        genre: "ambient".into(),
+        duration: Some(prost_types::Duration {
+            seconds: 185,
+            nanos: 500_000_000,
+        }),
+        artwork_url: "https://img.example.com/a.jpg".into(),
+        visibility: Visibility::Public as i32,
+        geoblocking: None,
+        downloadable: true,
+    }
+}
+
+fn audio(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+        .collect()
+}
+
+fn upload_messages(metadata: TrackMetadata, audio: &[u8], chunk: usize) -> Vec<CreateTrackRequest> {
+    let mut messages = vec![CreateTrackRequest {
+        part: Some(Part::Metadata(metadata)),
+    }];
+    messages.extend(audio.chunks(chunk).map(|piece| CreateTrackRequest {
+        part: Some(Part::AudioChunk(piece.to_vec().into())),
+    }));
+    messages
+}
+
+async fn upload(
+    client: &mut Client,
+    metadata: TrackMetadata,
+    audio: &[u8],
+) -> Result<Track, tonic::Status> {
+    client
+        .create_track(futures::stream::iter(upload_messages(
+            metadata, audio, 4096,
+        )))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn download(client: &mut Client, track_id: &str) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = client
+        .read_audio(ReadAudioRequest {
+            track_id: track_id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        assert!(
+            chunk.data.len() <= 1000,
+            "chunks are at most chunk_bytes long"
+        );
+        bytes.extend_from_slice(&chunk.data);
+    }
+    Ok(bytes)
+}
+
+async fn on_every_backend<F, Fut>(test: &str, scenario: F)
+where
+    F: Fn(DatabaseSettings) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    scenario(testing::sqlite()).await;
+    if let Some(postgres) = testing::postgres(test).await {
+        scenario(postgres).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upload_round_trips_its_audio_and_summary() {
+    on_every_backend(
+        "an_upload_round_trips_its_audio_and_summary",
+        |db| async move {
+            let (_running, mut client) = start(settings(db, "http://127.0.0.1:1")).await;
+            let bytes = audio(10_500, 7);
+            let track = upload(&mut client, metadata("usr_0001", "first"), &bytes)
+                .await
+                .unwrap();
+            assert!(track.id.starts_with("trk_"));
+            let summary = track.audio.clone().unwrap();
+            assert_eq!(summary.size_bytes, 10_500);
+            assert_eq!(summary.sha256, hex::encode(Sha256::digest(&bytes)));
+            assert_eq!(track.duration.unwrap().seconds, 185);
+            assert_eq!(track.duration.unwrap().nanos, 500_000_000);
+            assert!(
+                track.secret_token.is_empty(),
+                "public tracks have no secret token"
+            );
+            assert_eq!(download(&mut client, &track.id).await.unwrap(), bytes);
+
+            let private = upload(
+                &mut client,
+                TrackMetadata {
+                    visibility: Visibility::Private as i32,
+                    ..metadata("usr_0001", "hidden")
+                },
+                &bytes,
+            )
+            .await
+            .unwrap();
+            assert!(private.secret_token.starts_with("sec_"));
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_uploads_are_rejected_with_the_field_named() {
+    on_every_backend(
+        "bad_uploads_are_rejected_with_the_field_named",
+        |db| async move {
+            let (_running, mut client) = start(settings(db, "http://127.0.0.1:1")).await;
+            let bytes = audio(100, 1);
+            let cases: Vec<(TrackMetadata, &str)> = vec![
+                (metadata("", "t"), "owner_id"),
+                (metadata("usr 1", "t"), "owner_id"),
+                (metadata("usr_0001", " "), "title"),
+                (metadata("usr_0001", &"x".repeat(201)), "title"),
+                (
+                    TrackMetadata {
+                        artwork_url: "ftp://x".into(),
+                        ..metadata("usr_0001", "t")
+                    },
+                    "artwork_url",
+                ),
+                (
+                    TrackMetadata {
+                        geoblocking: Some(Geoblocking {
+                            mode: GeoblockingMode::AllowList as i32,
+                            territories: vec!["UK".into()],
+                        }),
+                        ..metadata("usr_0001", "t")
+                    },
+                    "geoblocking.territories",
+                ),
+                (
+                    TrackMetadata {
+                        geoblocking: Some(Geoblocking {
+                            mode: GeoblockingMode::BlockList as i32,
+                            territories: vec![],
+                        }),
+                        ..metadata("usr_0001", "t")
+                    },
+                    "geoblocking.territories",
+                ),
+                (
+                    TrackMetadata {
+                        visibility: 42,
+                        ..metadata("usr_0001", "t")
+                    },
+                    "visibility",
+                ),
+            ];
+            for (given, field) in cases {
+                let status = upload(&mut client, given, &bytes).await.unwrap_err();
+                assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+                assert!(
+                    status.message().starts_with(field),
+                    "{field}: {}",
+                    status.message()
+                );
+            }
+
+            let no_metadata = client
+                .create_track(futures::stream::iter(vec![CreateTrackRequest {
+                    part: Some(Part::AudioChunk(bytes.clone().into())),
+                }]))
+                .await
+                .unwrap_err();
+            assert_eq!(no_metadata.code(), Code::InvalidArgument);
+            assert!(no_metadata.message().starts_with("metadata"));
+
+            let no_audio = upload(&mut client, metadata("usr_0001", "t"), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(no_audio.code(), Code::InvalidArgument);
+
+            let listed = client
+                .list_tracks_by_owner(ListTracksByOwnerRequest {
+                    owner_id: "usr_0001".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(listed.tracks.is_empty(), "no rejected upload was stored");
+        },
+    )
+    .await;
+}
+
+async fn chunk_rows(db: &Database) -> i64 {
+    sqlx::query("SELECT COUNT(*) AS n FROM audio_chunks")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("tracks.db").display()),
+        max_connections: 2,
+    };
+    let (_running, mut client) = start(settings(db.clone(), "http://127.0.0.1:1")).await;
+    let inspect = Database::connect(&db, &[]).await.unwrap();
+
+    let status = upload(
+        &mut client,
+        metadata("usr_0001", "big"),
+        &audio(64 * 1024 + 1, 3),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert!(status.message().contains("65536"), "{}", status.message());
+
+    // A client that sends some audio and then goes away.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    for message in upload_messages(metadata("usr_0001", "gone"), &audio(9000, 5), 3000)
+        .into_iter()
+        .take(3)
+    {
+        sender.send(message).await.unwrap();
+    }
+    let mut abandoning = client.clone();
+    let call = tokio::spawn(async move {
+        abandoning
+            .create_track(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chunk_rows(&inspect).await < 2 {
+        assert!(Instant::now() < deadline, "the staged chunks never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    call.abort();
+    drop(sender);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chunk_rows(&inspect).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "staged chunks of an abandoned upload remain"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listed = client
+        .list_tracks_by_owner(ListTracksByOwnerRequest {
+            owner_id: "usr_0001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.tracks.is_empty());
+}
+
+fn mask(paths: &[&str]) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn updates_change_only_the_masked_fields() {
+    on_every_backend("updates_change_only_the_masked_fields", |db| async move {
+        let (_running, mut client) = start(settings(db, "http://127.0.0.1:1")).await;
+        let original = upload(&mut client, metadata("usr_0001", "before"), &audio(10, 0))
+            .await
+            .unwrap();
+        let id = original.id.clone();
+        let update = |paths: &[&str], given: TrackMetadata| UpdateTrackRequest {
+            track_id: id.clone(),
+            metadata: Some(given),
+            update_mask: mask(paths),
+        };
+
+        let changed = client
+            .update_track(update(
+                &["title"],
+                TrackMetadata {
+                    description: "ignored".into(),
+                    ..metadata("usr_0001", "after")
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(changed.title, "after");
+        assert_eq!(changed.description, original.description);
+        assert_eq!(changed.create_time, original.create_time);
+
+        let private = client
+            .update_track(update(
+                &["visibility"],
+                TrackMetadata {
+                    visibility: Visibility::Private as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(private.secret_token.starts_with("sec_"));
+        assert_eq!(private.title, "after");
+
+        let geo = client
+            .update_track(update(
+                &["geoblocking"],
+                TrackMetadata {
+                    geoblocking: Some(Geoblocking {
+                        mode: GeoblockingMode::AllowList as i32,
+                        territories: vec!["US".into(), "CA".into(), "US".into()],
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(geo.geoblocking.unwrap().territories, ["CA", "US"]);
+        assert_eq!(
+            geo.secret_token, private.secret_token,
+            "the token survives other updates"
+        );
+
+        let public = client
+            .update_track(update(
+                &["visibility"],
+                TrackMetadata {
+                    visibility: Visibility::Public as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            public.secret_token.is_empty(),
+            "going public drops the token"
+        );
+
+        for (paths, expected) in [
+            (vec![], "update_mask"),
+            (vec!["owner_id"], "update_mask"),
+            (vec!["audio"], "update_mask"),
+            (vec!["title.x"], "update_mask"),
+            (vec!["visibility"], "visibility"),
+            (vec!["geoblocking.territories"], "geoblocking.territories"),
+        ] {
+            let status = client
+                .update_track(update(
+                    &paths,
+                    TrackMetadata {
+                        geoblocking: Some(Geoblocking {
+                            mode: GeoblockingMode::BlockList as i32,
+                            territories: vec![],
+                        }),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{paths:?}");
+            assert!(
+                status.message().starts_with(expected),
+                "{paths:?}: {}",
+                status.message()
+            );
+        }
+        let unchanged = client
+            .batch_get_tracks(BatchGetTracksRequest {
+                ids: vec![id.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tracks
+            .remove(0);
+        assert_eq!(unchanged.title, "after", "rejected updates changed nothing");
+        assert!(unchanged.secret_token.is_empty());
+
+        let missing = client
+            .update_track(UpdateTrackRequest {
+                track_id: "trk_missing".into(),
+                metadata: Some(metadata("usr_0001", "x")),
+                update_mask: mask(&["title"]),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn batches_keep_request_order_and_lists_page_newest_first() {
+    on_every_backend(
+        "batches_keep_request_order_and_lists_page_newest_first",
+        |db| async move {
+            let (_running, mut client) = start(settings(db, "http://127.0.0.1:1")).await;
+            let mut ids = Vec::new();
+            for n in 0..5 {
+                let track = upload(
+                    &mut client,
+                    metadata("usr_0002", &format!("t{n}")),
+                    &audio(10, n),
+                )
+                .await
+                .unwrap();
+                ids.push(track.id);
+            }
+            let batch = client
+                .batch_get_tracks(BatchGetTracksRequest {
+                    ids: vec![ids[3].clone(), "trk_nope".into(), ids[0].clone()],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let got: Vec<_> = batch.tracks.iter().map(|t| t.id.clone()).collect();
+            assert_eq!(got, [ids[3].clone(), ids[0].clone()]);
+            assert_eq!(batch.missing_ids, ["trk_nope"]);
+
+            let too_many = client
+                .batch_get_tracks(BatchGetTracksRequest {
+                    ids: vec!["trk_1".into(); 101],
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(too_many.code(), Code::InvalidArgument);
+            assert!(too_many.message().starts_with("ids"));
+
+            let mut seen = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_tracks_by_owner(ListTracksByOwnerRequest {
+                        owner_id: "usr_0002".into(),
+                        page_size: 2,
+                        page_token: token,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(page.tracks.len() <= 2);
+                seen.extend(page.tracks.into_iter().map(|t| t.id));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+            assert_eq!(seen, newest_first);
+
+            let bad_token = client
+                .list_tracks_by_owner(ListTracksByOwnerRequest {
+                    owner_id: "usr_0002".into(),
+                    page_size: 2,
+                    page_token: "nonsense".into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(bad_token.code(), Code::InvalidArgument);
+            assert!(bad_token.message().starts_with("page_token"));
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn downloads_and_deletions_reach_counts_through_the_outbox() {
+    on_every_backend(
+        "downloads_and_deletions_reach_counts_through_the_outbox",
+        |db| async move {
+            let counts_settings = {
+                let mut settings = counts::Settings::defaults();
+                settings.database = testing::sqlite();
+                settings
+            };
+            let counts_service = Running::ephemeral("counts", move |listeners, shutdown| {
+                counts::run(counts_settings, listeners, shutdown)
+            })
+            .await
+            .unwrap();
+            let mut counts = CountsServiceClient::connect(counts_service.url())
+                .await
+                .unwrap();
+            let (_running, mut client) = start(settings(db, &counts_service.url())).await;
+            let track = upload(&mut client, metadata("usr_0003", "dl"), &audio(2500, 9))
+                .await
+                .unwrap();
+            for user in ["usr_0004", "usr_0005", "usr_0004"] {
+                client
+                    .record_download(RecordDownloadRequest {
+                        track_id: track.id.clone(),
+                        user_id: user.into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+            let unknown = client
+                .record_download(RecordDownloadRequest {
+                    track_id: "trk_unknown".into(),
+                    user_id: "usr_0004".into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(unknown.code(), Code::NotFound);
+
+            let downloads = |counts: &mut CountsServiceClient<Channel>| {
+                let mut counts = counts.clone();
+                let id = track.id.clone();
+                async move {
+                    counts
+                        .batch_get_track_counts(BatchGetTrackCountsRequest {
+                            track_ids: vec![id],
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .counts[0]
+                        .downloads_count
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while downloads(&mut counts).await != 3 {
+                assert!(Instant::now() < deadline, "downloads never reached counts");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+
+            client
+                .delete_track(DeleteTrackRequest {
+                    track_id: track.id.clone(),
+                })
+                .await
+                .unwrap();
+            let gone = client
+                .batch_get_tracks(BatchGetTracksRequest {
+                    ids: vec![track.id.clone()],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(gone.missing_ids, [track.id.clone()]);
+            assert_eq!(
+                download(&mut client, &track.id).await.unwrap_err().code(),
+                Code::NotFound
+            );
+            let again = client
+                .delete_track(DeleteTrackRequest {
+                    track_id: track.id.clone(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(again.code(), Code::NotFound);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while downloads(&mut counts).await != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the deletion never reached counts"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_seed_holds_every_policy_case() {
+    let mut settings = settings(testing::sqlite(), "http://127.0.0.1:1");
+    settings.seed.enabled = true;
+    settings.seed.users = 100;
+    settings.seed.tracks = 40;
+    let (_running, mut client) = start(settings).await;
+    let ids: Vec<String> = (1..=40).map(foundation_kit::seed::track_id).collect();
+    let batch = client
+        .batch_get_tracks(BatchGetTracksRequest { ids })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.tracks.len(), 40);
+    let t = |n: usize| &batch.tracks[n - 1];
+    assert_eq!(t(3).visibility, Visibility::Private as i32);
+    assert!(!t(3).secret_token.is_empty());
+    assert_eq!(
+        t(7).geoblocking.as_ref().unwrap().mode,
+        GeoblockingMode::AllowList as i32
+    );
+    assert_eq!(
+        t(11).geoblocking.as_ref().unwrap().mode,
+        GeoblockingMode::BlockList as i32
+    );
+    assert!(t(6).downloadable && !t(1).downloadable);
+    let bytes = download(&mut client, &t(1).id).await.unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        t(1).audio.as_ref().unwrap().sha256
+    );
+}
+
+#[test]
+fn the_binary_prints_its_settings_and_fails_fast_naming_a_bad_key() {
+    let binary = env!("CARGO_BIN_EXE_tracks");
+    let printed = std::process::Command::new(binary)
+        .arg("--print-config")
+        .env("TRACKS_AUDIO__MAX_BYTES", "1234")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(text.contains("max_bytes = 1234"), "{text}");
+    assert!(text.contains("grpc_addr = \"0.0.0.0:50061\""), "{text}");
+
+    let typo = std::process::Command::new(binary)
+        .arg("--print-config")
+        .env("TRACKS_AUDIO__MAX_BYTE", "1234")
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    let error = String::from_utf8(typo.stderr).unwrap();
+    assert!(error.contains("max_byte"), "{error}");
+
+    let help = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("--print-config") && help.contains("TRACKS_"),
+        "{help}"
+    );
+}
