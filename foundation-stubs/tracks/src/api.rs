@@ -226,29 +226,91 @@ fn check_update_mask(
     Ok(paths)
 }
 
-/// Chunks of an upload in progress. Unless the upload commits, they are removed when this
-/// guard goes away: on an error, and also when the client disconnects and the call is dropped.
-struct StagedAudio {
+/// Receives the audio of an upload, staging its chunks, then commits the track. It runs as a
+/// task of its own, so that a caller going away cannot cut it off between two statements: on
+/// any error it removes what it staged, after its last write has finished.
+async fn receive_and_commit(
     store: TracksStore,
-    audio_id: String,
-    committed: bool,
+    mut parts: Streaming<CreateTrackRequest>,
+    owner_id: String,
+    metadata: Metadata,
+    max_bytes: u64,
+) -> Result<Track, Status> {
+    let audio_id = format!("aud_{}", uuid::Uuid::now_v7().simple());
+    let received = receive(&store, &mut parts, &audio_id, max_bytes).await;
+    let outcome = match received {
+        Ok((size, sha256)) => {
+            let now = time::now_us();
+            let secret_token = match metadata.visibility {
+                Visibility::Private => new_secret_token(),
+                Visibility::Public => String::new(),
+            };
+            let track = Track {
+                id: ids::new_track_id(),
+                owner_id,
+                metadata,
+                secret_token,
+                create_time_us: now,
+                update_time_us: now,
+                audio: Audio {
+                    id: audio_id.clone(),
+                    size: size as i64,
+                    sha256,
+                },
+            };
+            match store.create(&track).await {
+                Ok(()) => return Ok(track),
+                Err(error) => Err(Status::from(FoundationError::from(error))),
+            }
+        }
+        Err(status) => Err(status),
+    };
+    if let Err(error) = store.discard_chunks(&audio_id).await {
+        tracing::warn!(%error, %audio_id, "cannot discard the chunks of a failed upload");
+    }
+    outcome
 }
 
-impl Drop for StagedAudio {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
+/// Stages every audio chunk of the stream; returns the size and the SHA-256.
+async fn receive(
+    store: &TracksStore,
+    parts: &mut Streaming<CreateTrackRequest>,
+    audio_id: &str,
+    max_bytes: u64,
+) -> Result<(u64, String), Status> {
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut seq = 0;
+    while let Some(message) = parts.message().await? {
+        let chunk = match message.part {
+            Some(Part::AudioChunk(chunk)) => chunk,
+            Some(Part::Metadata(_)) => {
+                return Err(FoundationError::invalid(
+                    "metadata",
+                    "only the first message may carry metadata",
+                )
+                .into());
+            }
+            None => return Err(FoundationError::invalid("part", "is required").into()),
+        };
+        if chunk.is_empty() {
+            continue;
         }
-        let store = self.store.clone();
-        let audio_id = std::mem::take(&mut self.audio_id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = store.discard_chunks(&audio_id).await {
-                    tracing::warn!(%error, %audio_id, "cannot discard the chunks of a failed upload");
-                }
-            });
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(FoundationError::AudioTooLarge { limit: max_bytes }.into());
         }
+        hasher.update(&chunk);
+        store
+            .stage_chunk(audio_id, seq, &chunk)
+            .await
+            .map_err(FoundationError::from)?;
+        seq += 1;
     }
+    if size == 0 {
+        return Err(FoundationError::invalid("audio_chunk", "the upload carries no audio").into());
+    }
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 type AudioStream = Pin<Box<dyn Stream<Item = Result<AudioChunk, Status>> + Send>>;
@@ -271,72 +333,18 @@ impl TracksService for TracksApi {
         model::check_owner(&given.owner_id)?;
         let metadata = new_metadata(&given)?;
 
-        let mut staged = StagedAudio {
-            store: self.store.clone(),
-            audio_id: format!("aud_{}", uuid::Uuid::now_v7().simple()),
-            committed: false,
-        };
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
-        let mut seq = 0;
-        while let Some(message) = parts.message().await? {
-            let chunk = match message.part {
-                Some(Part::AudioChunk(chunk)) => chunk,
-                Some(Part::Metadata(_)) => {
-                    return Err(FoundationError::invalid(
-                        "metadata",
-                        "only the first message may carry metadata",
-                    )
-                    .into());
-                }
-                None => return Err(FoundationError::invalid("part", "is required").into()),
-            };
-            if chunk.is_empty() {
-                continue;
-            }
-            size += chunk.len() as u64;
-            if size > self.audio.max_bytes {
-                return Err(FoundationError::AudioTooLarge {
-                    limit: self.audio.max_bytes,
-                }
-                .into());
-            }
-            hasher.update(&chunk);
-            self.store
-                .stage_chunk(&staged.audio_id, seq, &chunk)
-                .await
-                .map_err(FoundationError::from)?;
-            seq += 1;
-        }
-        if size == 0 {
-            return Err(
-                FoundationError::invalid("audio_chunk", "the upload carries no audio").into(),
-            );
-        }
-        let now = time::now_us();
-        let secret_token = match metadata.visibility {
-            Visibility::Private => new_secret_token(),
-            Visibility::Public => String::new(),
-        };
-        let track = Track {
-            id: ids::new_track_id(),
-            owner_id: given.owner_id,
+        let upload = tokio::spawn(receive_and_commit(
+            self.store.clone(),
+            parts,
+            given.owner_id,
             metadata,
-            secret_token,
-            create_time_us: now,
-            update_time_us: now,
-            audio: Audio {
-                id: staged.audio_id.clone(),
-                size: size as i64,
-                sha256: hex::encode(hasher.finalize()),
-            },
-        };
-        self.store
-            .create(&track)
-            .await
-            .map_err(FoundationError::from)?;
-        staged.committed = true;
-        tracing::info!(track_id = %track.id, size, "track created");
+            self.audio.max_bytes,
+        ));
+        let track = upload.await.map_err(|error| {
+            tracing::error!(%error, "upload task failed");
+            Status::internal("internal error")
+        })??;
+        tracing::info!(track_id = %track.id, size = track.audio.size, "track created");
         Ok(Response::new(to_pb(track)))
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use foundation_kit::{Database, DatabaseSettings, db::testing};
+use foundation_kit::{DatabaseSettings, db::testing};
 use prost_types::FieldMask;
 use protos::foundation::{
     counts::v1::{BatchGetTrackCountsRequest, counts_service_client::CountsServiceClient},
@@ -240,9 +240,9 @@ async fn bad_uploads_are_rejected_with_the_field_named() {
     .await;
 }
 
-async fn chunk_rows(db: &Database) -> i64 {
+async fn chunk_rows(pool: &sqlx::AnyPool) -> i64 {
     sqlx::query("SELECT COUNT(*) AS n FROM audio_chunks")
-        .fetch_one(&db.pool)
+        .fetch_one(pool)
         .await
         .unwrap()
         .try_get("n")
@@ -256,8 +256,9 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
         url: format!("sqlite://{}", dir.path().join("tracks.db").display()),
         max_connections: 2,
     };
-    let (_running, mut client) = start(settings(db.clone(), "http://127.0.0.1:1")).await;
-    let inspect = Database::connect(&db, &[]).await.unwrap();
+    let (running, mut client) = start(settings(db.clone(), "http://127.0.0.1:1")).await;
+    sqlx::any::install_default_drivers();
+    let inspect = sqlx::AnyPool::connect(&db.url).await.unwrap();
 
     let status = upload(
         &mut client,
@@ -269,27 +270,43 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
     assert_eq!(status.code(), Code::OutOfRange);
     assert!(status.message().contains("65536"), "{}", status.message());
 
-    // A client that sends some audio and then goes away.
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    for message in upload_messages(metadata("usr_0001", "gone"), &audio(9000, 5), 3000)
-        .into_iter()
-        .take(3)
-    {
-        sender.send(message).await.unwrap();
-    }
-    let mut abandoning = client.clone();
-    let call = tokio::spawn(async move {
-        abandoning
-            .create_track(tokio_stream::wrappers::ReceiverStream::new(receiver))
-            .await
+    // A client that sends some audio and then goes away: its runtime, and with it its
+    // connection, is dropped in the middle of the stream.
+    let url = running.url();
+    let (die, dying) = tokio::sync::oneshot::channel::<()>();
+    let abandoning = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sender = runtime.block_on(async move {
+            let mut client = TracksServiceClient::connect(url).await.unwrap();
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            for message in upload_messages(metadata("usr_0001", "gone"), &audio(9000, 5), 3000)
+                .into_iter()
+                .take(3)
+            {
+                sender.send(message).await.unwrap();
+            }
+            tokio::spawn(async move {
+                client
+                    .create_track(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                    .await
+            });
+            drop(dying.await);
+            sender
+        });
+        // Dropping the runtime closes the connection; the stream never ends cleanly.
+        drop(runtime);
+        drop(sender);
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while chunk_rows(&inspect).await < 2 {
         assert!(Instant::now() < deadline, "the staged chunks never arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    call.abort();
-    drop(sender);
+    die.send(()).unwrap();
+    abandoning.join().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while chunk_rows(&inspect).await > 0 {
