@@ -144,3 +144,73 @@ fn collect_leaves(message: &DynamicMessage, prefix: &str, out: &mut Vec<String>)
         }
     }
 }
+
+/// The paths of the set fields that hold values (scalars, lists, maps), leaving out message
+/// fields: what a trim keeps or clears.
+pub(crate) fn value_paths(message: &DynamicMessage) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_values(message, "", &mut out);
+    out.sort();
+    out
+}
+
+fn collect_values(message: &DynamicMessage, prefix: &str, out: &mut Vec<String>) {
+    for (field, value) in message.fields() {
+        let path = format!("{prefix}{}", field.name());
+        match value {
+            Value::Message(inner) if !field.is_list() && !field.is_map() => {
+                collect_values(inner, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
+/// Every valid path of `message`'s view, through singular message fields, down to `depth`
+/// segments.
+pub(crate) fn all_paths(message: &MessageDescriptor, depth: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_paths(message, "", depth, &mut out);
+    out.sort();
+    out
+}
+
+fn collect_paths(message: &MessageDescriptor, prefix: &str, depth: usize, out: &mut Vec<String>) {
+    if depth == 0 {
+        return;
+    }
+    for field in message.fields() {
+        let path = format!("{prefix}{}", field.name());
+        if let prost_reflect::Kind::Message(inner) = field.kind()
+            && !field.is_list()
+            && !field.is_map()
+        {
+            collect_paths(&inner, &format!("{path}."), depth - 1, out);
+        }
+        out.push(path);
+    }
+}
+
+/// Clears the fields at `paths` where they are set; paths through unset messages are skipped.
+pub(crate) fn clear_paths(message: &mut DynamicMessage, paths: &[String]) {
+    for path in paths {
+        let mut current = &mut *message;
+        let mut segments = path.split('.').peekable();
+        while let Some(segment) = segments.next() {
+            if segments.peek().is_none() {
+                current.clear_field_by_name(segment);
+                break;
+            }
+            if !current.has_field_by_name(segment) {
+                break;
+            }
+            match current
+                .get_field_by_name_mut(segment)
+                .and_then(Value::as_message_mut)
+            {
+                Some(inner) => current = inner,
+                None => break,
+            }
+        }
+    }
+}
