@@ -40,8 +40,9 @@
 //!   a scalar, a repeated field or a map, a malformed segment, or a path beyond the [`Limits`]
 //!   is a [`MaskError`] naming the path. Gateways map it to `INVALID_ARGUMENT` with
 //!   [`MaskError::user_message`].
-//! - A [`Mask`] is always normalized: paths sorted, duplicates and covered paths dropped. Masks
-//!   compare equal exactly when they select the same fields (the whole view aside).
+//! - A [`Mask`] is always normalized: paths sorted, duplicates and covered paths dropped. Equal
+//!   masks select the same fields; the converse fails only where one mask names a message and
+//!   the other lists each of its fields (or each top-level field, against `*`).
 //! - The algebra: [`Mask::union`], [`Mask::intersect`], [`Mask::subtract`], [`Mask::covers`],
 //!   [`Mask::covers_mask`], [`Mask::touches`].
 //! - Trimming: [`Mask::trim`] on a [`prost_reflect::DynamicMessage`], [`Mask::trim_reflect`] for
@@ -56,14 +57,16 @@
 //! which sources authorization always needs ([`FanoutSpec::builder`]). For a mask,
 //! [`FanoutSpec::plan`] gives the minimal set of calls in two stages (by track id, then by the
 //! track's owner), and [`FanoutSpec::explain`] says which mask path caused each call.
-//! [`run_stage`] runs a stage's calls concurrently under a deadline, and [`unique_keys`] and
-//! [`call_batched`] make one call per source for a whole batch or page.
+//! [`FanoutSpec::degraded_paths`] names the mask paths to report when a call failed.
+//! [`run_stage`] runs a stage's calls concurrently under a deadline (see
+//! [`upstream_deadline`]) and fails closed as soon as an authorization call fails;
+//! [`unique_keys`] and [`call_batched`] make one call per source for a whole batch or page.
 //!
 //! # Deliberate differences from protobuf's FieldMaskUtil
 //!
-//! - Validation is part of parsing, and it also rejects paths through repeated and map fields
-//!   (FieldMaskUtil's `IsValidPath` accepts a repeated message field as the last segment only,
-//!   as here, but its tree operations would walk into repeated fields' names).
+//! - Validation is part of parsing, so an invalid mask never exists as a value. FieldMaskUtil's
+//!   `FromString` and `FromJsonString` accept any text and leave checking to `IsValidPath`.
+//!   The rules themselves are FieldMaskUtil's: a path ends at a scalar, repeated or map field.
 //! - `*` is accepted (AIP-161) as a path on its own and means the whole view; inside a path it
 //!   is an error. An unset or empty mask also means the whole view.
 //! - The JSON form is strict where FieldMaskUtil is lenient: empty paths (`"a,,b"`, trailing
@@ -77,12 +80,23 @@
 //!   keeps them. Data the mask did not ask for never leaves the gateway.
 //! - Subtracting from the whole view expands it into the view's top-level fields.
 //! - Limits on path count, depth and length are enforced (FieldMaskUtil has none).
+//! - [`Mask::to_field_mask`] spells the whole view `*`. The empty mask that only the algebra
+//!   can produce ([`Mask::nothing`]) has no wire form: written out, it reads back as the whole
+//!   view.
+//! - Errors name the offending path and are meant for the caller as they are.
 //!
 //! # Fuzzing
 //!
 //! `fuzz/` holds a cargo-fuzz target, `parse_mask`, that feeds arbitrary strings to the path and
-//! JSON parsers and checks the round trip of whatever they accept. It is outside the workspace.
-//! See `fuzz/README.md` for how to run it.
+//! JSON parsers and checks the round trip and the algebra of whatever they accept. It is a
+//! workspace of its own, outside the main one. With cargo-fuzz installed, from
+//! `shared/field-mask`:
+//!
+//! ```text
+//! RUSTC_BOOTSTRAP=1 cargo fuzz run parse_mask -- -dict=fuzz/parse_mask.dict -max_total_time=60
+//! ```
+//!
+//! (`cargo +nightly fuzz run …` where a nightly toolchain exists.) See `fuzz/README.md`.
 
 mod error;
 mod exec;

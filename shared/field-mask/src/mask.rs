@@ -13,8 +13,9 @@ use crate::syntax;
 
 /// A field mask validated against a view and kept in normal form.
 ///
-/// Two masks select the same fields of a view exactly when they are equal, with one exception:
-/// [`Mask::all`] equals no list of paths, even one that names every top-level field.
+/// Equal masks select the same fields. The converse fails only where one mask names a message
+/// and the other lists each of its fields: normalization does not merge siblings into their
+/// parent, as in FieldMaskUtil, and [`Mask::all`] equals no list of paths.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Mask {
     repr: Repr,
