@@ -613,7 +613,7 @@ async fn downloads_and_deletions_reach_counts_through_the_outbox() {
                 .await
                 .unwrap()
                 .into_inner();
-            assert_eq!(gone.missing_ids, [track.id.clone()]);
+            assert_eq!(gone.missing_ids, std::slice::from_ref(&track.id));
             assert_eq!(
                 download(&mut client, &track.id).await.unwrap_err().code(),
                 Code::NotFound

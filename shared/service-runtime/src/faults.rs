@@ -8,6 +8,9 @@
 //! error_rate = 0.1
 //! code = "unavailable"
 //! ```
+//!
+//! Method names match without regard to case, because environment variables reach the settings
+//! lower-cased (`LIKES_FAULTS__BATCHGETREACTIONS__ERROR_RATE=1`).
 
 use std::{
     collections::BTreeMap,
@@ -91,7 +94,12 @@ pub struct FaultLayer {
 impl FaultLayer {
     pub fn new(faults: FaultSettings) -> Self {
         Self {
-            faults: Arc::new(faults),
+            faults: Arc::new(
+                faults
+                    .into_iter()
+                    .map(|(method, fault)| (method.to_ascii_lowercase(), fault))
+                    .collect(),
+            ),
         }
     }
 }
@@ -155,5 +163,60 @@ where
             }
             inner.call(request).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    fn request(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn faults_hit_only_their_method_whatever_the_case_of_the_key() {
+        let faults = FaultSettings::from([(
+            "batchgettracks".to_owned(),
+            MethodFault {
+                latency_ms: 0,
+                error_rate: 1.0,
+                code: FaultCode::ResourceExhausted,
+            },
+        )]);
+        let inner = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("handled")))
+        });
+        let service = FaultLayer::new(faults).layer(inner);
+
+        let hit = service
+            .clone()
+            .oneshot(request("/foundation.tracks.v1.TracksService/BatchGetTracks"))
+            .await
+            .unwrap();
+        assert_eq!(hit.headers()["grpc-status"], "8");
+        assert!(hit.body().is_empty());
+
+        let miss = service
+            .oneshot(request("/foundation.tracks.v1.TracksService/UpdateTrack"))
+            .await
+            .unwrap();
+        assert_eq!(miss.body(), "handled");
+    }
+
+    #[test]
+    fn error_rates_outside_zero_to_one_are_rejected_naming_the_key() {
+        let faults = FaultSettings::from([(
+            "Like".to_owned(),
+            MethodFault {
+                latency_ms: 0,
+                error_rate: 1.5,
+                code: FaultCode::Unavailable,
+            },
+        )]);
+        let error = validate(&faults).unwrap_err();
+        assert!(error.starts_with("faults.Like.error_rate"), "{error}");
     }
 }
