@@ -6,11 +6,13 @@
 mod api;
 mod store;
 
-use foundation_kit::{Database, DatabaseSettings, db::MigrationScript, seed::SeedSettings};
+use foundation_kit::{
+    Database, DatabaseSettings, db::MigrationScript, seed::SeedSettings, service,
+};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    GrpcApp, Listeners, ServeError, ServerSettings,
+    GrpcApp, Listeners, ServerSettings,
     cli::{ServiceSettings, Shutdown},
     faults::FaultSettings,
     settings::SettingsSource,
@@ -61,20 +63,11 @@ impl ServiceSettings for Settings {
 impl Settings {
     /// The built-in defaults alone.
     pub fn defaults() -> Self {
-        service_runtime::settings::load_settings_from(SETTINGS, None, [])
-            .expect("the built-in defaults are valid")
+        service_runtime::settings::defaults(SETTINGS)
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("invalid settings: {0}")]
-    Settings(String),
-    #[error("cannot open the database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
+pub use foundation_kit::service::RunError;
 
 /// Runs the service on the given listeners until `shutdown` resolves.
 pub async fn run(
@@ -82,24 +75,23 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
-    service_runtime::faults::validate(&settings.faults).map_err(RunError::Settings)?;
     let db = Database::connect(&settings.database, MIGRATIONS).await?;
+    let registry = Registry::default();
     let store = CountsStore::new(db);
-    if settings.seed.enabled {
-        let seed = foundation_kit::seed::Seed::generate(settings.seed.users, settings.seed.tracks);
+    if let Some(seed) = service::seed(&settings.seed) {
         store.seed(&seed).await?;
     }
-    let api = api::CountsApi::new(store, settings.limits.clone());
-    let app = GrpcApp {
-        routes: tonic::service::Routes::new(
-            protos::foundation::counts::v1::counts_service_server::CountsServiceServer::new(api),
+    let app = GrpcApp::new(
+        tonic::service::Routes::new(
+            protos::foundation::counts::v1::counts_service_server::CountsServiceServer::new(
+                api::CountsApi::new(store, settings.limits.clone()),
+            ),
         ),
-        service_names: vec!["foundation.counts.v1.CountsService"],
-        descriptor: protos::descriptors::COUNTS,
-        registry: Registry::default(),
-        faults: settings.faults,
-        drain_timeout: std::time::Duration::from_millis(settings.server.drain_timeout_ms),
-    };
-    service_runtime::serve(app, listeners, shutdown).await?;
-    Ok(())
+        "foundation.counts.v1.CountsService",
+        protos::descriptors::COUNTS,
+        &settings.server,
+        settings.faults,
+        registry,
+    );
+    service::serve(app, listeners, shutdown, None).await
 }

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod outbox;
 pub mod page;
 pub mod seed;
+pub mod service;
 pub mod time;
 
 pub use db::{Backend, Database, DatabaseSettings};

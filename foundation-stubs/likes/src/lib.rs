@@ -10,17 +10,17 @@ use foundation_kit::{
     db::MigrationScript,
     outbox::{OUTBOX_DDL, Relay, RelaySettings},
     seed::SeedSettings,
+    service,
 };
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    GrpcApp, Listeners, ServeError, ServerSettings,
+    GrpcApp, Listeners, ServerSettings,
     cli::{ServiceSettings, Shutdown},
     faults::FaultSettings,
     settings::SettingsSource,
     telemetry::LogSettings,
 };
-use tokio_util::sync::CancellationToken;
 
 pub use store::LikesStore;
 
@@ -73,20 +73,11 @@ impl ServiceSettings for Settings {
 impl Settings {
     /// The built-in defaults alone.
     pub fn defaults() -> Self {
-        service_runtime::settings::load_settings_from(SETTINGS, None, [])
-            .expect("the built-in defaults are valid")
+        service_runtime::settings::defaults(SETTINGS)
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("invalid settings: {0}")]
-    Settings(String),
-    #[error("cannot open the database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
+pub use foundation_kit::service::RunError;
 
 /// Runs the service on the given listeners until `shutdown` resolves.
 pub async fn run(
@@ -94,34 +85,24 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
-    service_runtime::faults::validate(&settings.faults).map_err(RunError::Settings)?;
     let db = Database::connect(&settings.database, MIGRATIONS).await?;
     let mut registry = Registry::default();
-    let relay = Relay::new(db.clone(), settings.outbox.clone(), &mut registry)
-        .map_err(|error| RunError::Settings(error.to_string()))?;
+    let relay = Relay::new(db.clone(), settings.outbox.clone(), &mut registry)?;
     let store = LikesStore::new(db, relay.clone());
-    if settings.seed.enabled {
-        let seed = foundation_kit::seed::Seed::generate(settings.seed.users, settings.seed.tracks);
+    if let Some(seed) = service::seed(&settings.seed) {
         store.seed(&seed).await?;
     }
-    let relay_stop = CancellationToken::new();
-    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-    let api = api::LikesApi::new(store, settings.limits.clone());
-    let app = GrpcApp {
-        routes: tonic::service::Routes::new(
-            protos::foundation::likes::v1::likes_service_server::LikesServiceServer::new(api),
+    let app = GrpcApp::new(
+        tonic::service::Routes::new(
+            protos::foundation::likes::v1::likes_service_server::LikesServiceServer::new(
+                api::LikesApi::new(store, settings.limits.clone()),
+            ),
         ),
-        service_names: vec!["foundation.likes.v1.LikesService"],
-        descriptor: protos::descriptors::LIKES,
+        "foundation.likes.v1.LikesService",
+        protos::descriptors::LIKES,
+        &settings.server,
+        settings.faults,
         registry,
-        faults: settings.faults,
-        drain_timeout: std::time::Duration::from_millis(settings.server.drain_timeout_ms),
-    };
-    let served = service_runtime::serve(app, listeners, shutdown).await;
-    relay_stop.cancel();
-    if let Err(error) = relay_task.await {
-        tracing::error!(%error, "outbox relay task failed");
-    }
-    served?;
-    Ok(())
+    );
+    service::serve(app, listeners, shutdown, Some(relay)).await
 }

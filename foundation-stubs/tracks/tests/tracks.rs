@@ -257,9 +257,6 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
         max_connections: 2,
     };
     let (running, mut client) = start(settings(db.clone(), "http://127.0.0.1:1")).await;
-    sqlx::any::install_default_drivers();
-    let inspect = sqlx::AnyPool::connect(&db.url).await.unwrap();
-
     let status = upload(
         &mut client,
         metadata("usr_0001", "big"),
@@ -268,6 +265,10 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
+    // The service answered, so its database exists and is migrated.
+    sqlx::any::install_default_drivers();
+    let inspect = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    assert_eq!(chunk_rows(&inspect).await, 0, "nothing of the rejected upload stays");
     assert!(status.message().contains("65536"), "{}", status.message());
 
     // A client that sends some audio and then goes away: its runtime, and with it its

@@ -193,7 +193,9 @@ mod tests {
 
         let hit = service
             .clone()
-            .oneshot(request("/foundation.tracks.v1.TracksService/BatchGetTracks"))
+            .oneshot(request(
+                "/foundation.tracks.v1.TracksService/BatchGetTracks",
+            ))
             .await
             .unwrap();
         assert_eq!(hit.headers()["grpc-status"], "8");

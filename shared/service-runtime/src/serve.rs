@@ -31,6 +31,28 @@ pub struct GrpcApp {
     pub drain_timeout: Duration,
 }
 
+impl GrpcApp {
+    /// An application serving `routes`, which implement the API `service_name` described by
+    /// `descriptor`.
+    pub fn new(
+        routes: Routes,
+        service_name: &'static str,
+        descriptor: &'static [u8],
+        server: &ServerSettings,
+        faults: FaultSettings,
+        registry: Registry,
+    ) -> Self {
+        Self {
+            routes,
+            service_names: vec![service_name],
+            descriptor,
+            registry,
+            faults,
+            drain_timeout: Duration::from_millis(server.drain_timeout_ms),
+        }
+    }
+}
+
 /// The two listeners of a service, bound before it starts so that tests can use port 0.
 #[derive(Debug)]
 pub struct Listeners {
@@ -73,6 +95,8 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("invalid settings: {0}")]
+    Settings(String),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("grpc server failed: {0}")]
@@ -96,6 +120,7 @@ pub async fn serve(
         faults,
         drain_timeout,
     } = app;
+    crate::faults::validate(&faults).map_err(ServeError::Settings)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in &service_names {

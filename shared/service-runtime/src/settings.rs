@@ -73,6 +73,18 @@ pub fn load_settings_from<T: DeserializeOwned>(
     Ok(builder.build()?.try_deserialize()?)
 }
 
+/// The built-in defaults alone, for code that starts services in-process (tests, the topology).
+/// Panics if the defaults do not parse, which a test of each service catches.
+pub fn defaults<T: DeserializeOwned>(source: SettingsSource) -> T {
+    match load_settings_from(source, None, []) {
+        Ok(settings) => settings,
+        Err(error) => panic!(
+            "the built-in defaults of {} are invalid: {error}",
+            source.env_prefix
+        ),
+    }
+}
+
 /// Renders settings as TOML, for `--print-config`.
 pub fn render<T: Serialize>(settings: &T) -> String {
     toml::to_string_pretty(settings).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
