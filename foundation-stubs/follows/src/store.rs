@@ -6,7 +6,7 @@ use foundation_kit::{
     Database,
     db::placeholders,
     outbox::{self, Relay},
-    page::Cursor,
+    page::{self, Cursor},
     seed::Seed,
     time,
 };
@@ -139,19 +139,13 @@ impl FollowsStore {
         .bind(page_size + 1)
         .fetch_all(&self.db.pool)
         .await?;
-        let mut followees = rows
+        let followees = rows
             .iter()
             .map(|row| Ok((row.try_get("followee_id")?, row.try_get("create_time_us")?)))
             .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
-        let next = if followees.len() as i64 > page_size {
-            followees.truncate(page_size as usize);
-            followees.last().map(|(id, time_us)| Cursor {
-                time_us: *time_us,
-                id: id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok((followees, next))
+        Ok(page::split(followees, page_size, |(id, time_us)| Cursor {
+            time_us: *time_us,
+            id: id.clone(),
+        }))
     }
 }

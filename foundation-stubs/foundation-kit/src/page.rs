@@ -57,6 +57,22 @@ impl Cursor {
     }
 }
 
+/// Splits what a query fetched with `LIMIT page_size + 1` into the page and, when there is
+/// more, the cursor of the next page.
+pub fn split<T>(
+    mut items: Vec<T>,
+    page_size: i64,
+    cursor_of: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, Option<Cursor>) {
+    let size = usize::try_from(page_size).unwrap_or(0);
+    if items.len() <= size {
+        return (items, None);
+    }
+    items.truncate(size);
+    let next = items.last().map(cursor_of);
+    (items, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +89,20 @@ mod tests {
             let error = Cursor::decode(bad).unwrap_err().to_string();
             assert!(error.starts_with("page_token"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_page_with_one_item_too_many_has_a_next_cursor() {
+        let cursor = |n: &i64| Cursor {
+            time_us: *n,
+            id: format!("id{n}"),
+        };
+        let (page, next) = split(vec![5, 4, 3], 2, cursor);
+        assert_eq!(page, [5, 4]);
+        assert_eq!(next, Some(cursor(&4)));
+        let (page, next) = split(vec![5, 4], 2, cursor);
+        assert_eq!(page, [5, 4]);
+        assert_eq!(next, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use foundation_kit::{
     Database,
     db::placeholders,
     outbox::{self, Relay},
-    page::Cursor,
+    page::{self, Cursor},
     seed::Seed,
     time,
 };
@@ -182,20 +182,14 @@ impl LikesStore {
         .bind(page_size + 1)
         .fetch_all(&self.db.pool)
         .await?;
-        let mut likes = rows
+        let likes = rows
             .iter()
             .map(|row| Ok((row.try_get("track_id")?, row.try_get("create_time_us")?)))
             .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
-        let next = if likes.len() as i64 > page_size {
-            likes.truncate(page_size as usize);
-            likes.last().map(|(id, time_us)| Cursor {
-                time_us: *time_us,
-                id: id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok((likes, next))
+        Ok(page::split(likes, page_size, |(id, time_us)| Cursor {
+            time_us: *time_us,
+            id: id.clone(),
+        }))
     }
 
     /// Removes every reaction to a track; returns (likes, reposts) removed. No events: the

@@ -6,7 +6,7 @@ use foundation_kit::{
     Database, FoundationError,
     db::placeholders,
     outbox::{self, Relay},
-    page::Cursor,
+    page::{self, Cursor},
     seed::{Seed, SeedGeoMode, SeedVisibility},
     time,
 };
@@ -244,17 +244,11 @@ impl TracksStore {
             .bind(page_size + 1)
             .fetch_all(&self.db.pool)
             .await?;
-        let mut tracks = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        let next = if tracks.len() as i64 > page_size {
-            tracks.truncate(page_size as usize);
-            tracks.last().map(|track| Cursor {
-                time_us: track.create_time_us,
-                id: track.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok((tracks, next))
+        let tracks = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(page::split(tracks, page_size, |track| Cursor {
+            time_us: track.create_time_us,
+            id: track.id.clone(),
+        }))
     }
 
     /// Applies `change` to the stored track in one transaction and returns the new state.
