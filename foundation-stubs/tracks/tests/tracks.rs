@@ -268,7 +268,11 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
     // The service answered, so its database exists and is migrated.
     sqlx::any::install_default_drivers();
     let inspect = sqlx::AnyPool::connect(&db.url).await.unwrap();
-    assert_eq!(chunk_rows(&inspect).await, 0, "nothing of the rejected upload stays");
+    assert_eq!(
+        chunk_rows(&inspect).await,
+        0,
+        "nothing of the rejected upload stays"
+    );
     assert!(status.message().contains("65536"), "{}", status.message());
 
     // A client that sends some audio and then goes away: its runtime, and with it its
