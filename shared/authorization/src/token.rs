@@ -1,0 +1,254 @@
+//! JWT verification. Every gateway call carries `authorization: Bearer <JWT>` minted by the BFF.
+//! Claims: `sub` (the user id; absent for an anonymous listener), `territory` (ISO 3166-1
+//! alpha-2, required), `iss`, `aud` and `exp` (all required). The algorithm, issuer and audience
+//! are pinned by configuration: a token signed with any other algorithm (`none` included) is
+//! refused before its signature is even looked at.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// The development defaults of DESIGN §3. Deployments must override the secret.
+pub const DEV_SECRET: &str = "dev-only-secret-change-me";
+pub const DEV_ISSUER: &str = "dev-bff";
+pub const DEV_AUDIENCE: &str = "domain-gateways";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenAlgorithm {
+    /// A shared secret; the local development default.
+    HS256,
+    /// Ed25519 with a public key, for deployments.
+    EdDSA,
+    /// ECDSA P-256 with a public key, for deployments.
+    ES256,
+}
+
+impl From<TokenAlgorithm> for Algorithm {
+    fn from(algorithm: TokenAlgorithm) -> Self {
+        match algorithm {
+            TokenAlgorithm::HS256 => Algorithm::HS256,
+            TokenAlgorithm::EdDSA => Algorithm::EdDSA,
+            TokenAlgorithm::ES256 => Algorithm::ES256,
+        }
+    }
+}
+
+/// How tokens are verified; the `[auth]` section of a gateway's settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub algorithm: TokenAlgorithm,
+    pub issuer: String,
+    pub audience: String,
+    /// The HS256 secret. The default is the documented development secret.
+    pub hs256_secret: String,
+    /// A PEM file with the EdDSA or ES256 public key.
+    pub public_key_file: String,
+    /// Seconds of clock skew tolerated on `exp`.
+    pub leeway_seconds: u64,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("hs256_secret", &"<redacted>")
+            .field("public_key_file", &self.public_key_file)
+            .field("leeway_seconds", &self.leeway_seconds)
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    /// The local development settings (HS256 with the development secret).
+    pub fn development() -> Self {
+        Self {
+            algorithm: TokenAlgorithm::HS256,
+            issuer: DEV_ISSUER.into(),
+            audience: DEV_AUDIENCE.into(),
+            hs256_secret: DEV_SECRET.into(),
+            public_key_file: String::new(),
+            leeway_seconds: 30,
+        }
+    }
+}
+
+/// Who calls: a verified user, or an anonymous listener, in a territory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Option<String>,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub territory: String,
+}
+
+impl Principal {
+    /// The user id, when the caller is not anonymous.
+    pub fn user(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+}
+
+/// The claims of a gateway token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    pub territory: String,
+    pub iss: String,
+    pub aud: String,
+    pub exp: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the request carries no bearer token")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's issuer is not accepted")]
+    WrongIssuer,
+    #[error("the token's audience is not accepted")]
+    WrongAudience,
+    #[error("the token's algorithm is not accepted")]
+    WrongAlgorithm,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token's territory claim is not an ISO 3166-1 alpha-2 code")]
+    BadTerritory,
+    #[error("the token's subject is not a valid user id")]
+    BadSubject,
+    #[error("the token is malformed")]
+    Malformed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("auth.public_key_file: cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("auth.public_key_file: {0}")]
+    Invalid(jsonwebtoken::errors::Error),
+    #[error("auth.hs256_secret: must be at least 16 bytes")]
+    WeakSecret,
+}
+
+/// Verifies tokens; built once at start-up.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
+        let key = match settings.algorithm {
+            TokenAlgorithm::HS256 => {
+                if settings.hs256_secret.len() < 16 {
+                    return Err(KeyError::WeakSecret);
+                }
+                DecodingKey::from_secret(settings.hs256_secret.as_bytes())
+            }
+            TokenAlgorithm::EdDSA | TokenAlgorithm::ES256 => {
+                let pem =
+                    std::fs::read(&settings.public_key_file).map_err(|source| KeyError::Read {
+                        path: settings.public_key_file.clone(),
+                        source,
+                    })?;
+                if settings.algorithm == TokenAlgorithm::EdDSA {
+                    DecodingKey::from_ed_pem(&pem)
+                } else {
+                    DecodingKey::from_ec_pem(&pem)
+                }
+                .map_err(KeyError::Invalid)?
+            }
+        };
+        let mut validation = Validation::new(settings.algorithm.into());
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = settings.leeway_seconds;
+        validation.validate_exp = true;
+        Ok(Self { key, validation })
+    }
+
+    /// Verifies a compact JWT and returns its principal.
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |error| match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::WrongAlgorithm
+                }
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            },
+        )?;
+        let claims = data.claims;
+        let territory = claims.territory;
+        if territory.len() != 2 || !territory.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(TokenError::BadTerritory);
+        }
+        if let Some(sub) = &claims.sub
+            && (sub.is_empty()
+                || sub.len() > 64
+                || !sub
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err(TokenError::BadSubject);
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            territory,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// Mints an HS256 token with the development issuer and audience, valid for `ttl_seconds`:
+/// for local development, demos and tests. A deployment's BFF mints its own.
+pub fn mint_development_token(user_id: Option<&str>, territory: &str, ttl_seconds: u64) -> String {
+    let claims = Claims {
+        sub: user_id.map(str::to_owned),
+        territory: territory.to_owned(),
+        iss: DEV_ISSUER.into(),
+        aud: DEV_AUDIENCE.into(),
+        exp: now_seconds() + ttl_seconds,
+    };
+    mint(
+        &claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+    )
+}
+
+/// Mints a token with any claims, algorithm and key (tests of the verifier use it).
+pub fn mint(claims: &Claims, algorithm: Algorithm, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&Header::new(algorithm), claims, key)
+        .unwrap_or_else(|error| panic!("cannot mint a token: {error}"))
+}
+
+#[cfg(test)]
+mod tests;
