@@ -13,6 +13,8 @@ const APIS: &[(&str, &str)] = &[
     ("likes", "foundation/likes/v1/likes.proto"),
     ("follows", "foundation/follows/v1/follows.proto"),
     ("counts", "foundation/counts/v1/counts.proto"),
+    ("consumer", "gateways/consumer/v1/consumer.proto"),
+    ("creator", "gateways/creator/v1/creator.proto"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .bytes(".foundation.tracks.v1")
+        .bytes(".consumer.v1.DownloadTrackResponse")
+        .bytes(".creator.v1.UploadTrackRequest")
         .compile_fds(all)?;
     Ok(())
 }

@@ -28,6 +28,20 @@ pub mod foundation {
     }
 }
 
+/// The consumer domain gateway's API.
+pub mod consumer {
+    pub mod v1 {
+        tonic::include_proto!("consumer.v1");
+    }
+}
+
+/// The creator domain gateway's API.
+pub mod creator {
+    pub mod v1 {
+        tonic::include_proto!("creator.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet`s: one per API (for reflection, so that a binary lists only the
 /// services it serves) and one holding every API.
 pub mod descriptors {
@@ -35,5 +49,8 @@ pub mod descriptors {
     pub const LIKES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/likes_descriptor.bin"));
     pub const FOLLOWS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/follows_descriptor.bin"));
     pub const COUNTS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/counts_descriptor.bin"));
+    pub const CONSUMER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/consumer_descriptor.bin"));
+    pub const CREATOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/creator_descriptor.bin"));
     pub const ALL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/all_descriptor.bin"));
 }
