@@ -18,6 +18,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod spawn;
 pub mod telemetry;
+pub mod upstream;
 
 pub use serve::{GrpcApp, Listeners, ServeError, serve};
 pub use settings::{ServerSettings, load_settings};

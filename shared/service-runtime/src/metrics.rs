@@ -46,30 +46,52 @@ fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
-/// The server-side RPC metrics, registered once per server. Clones share the same series.
+/// RPC metrics of one side: what a server handled, or what a client's upstream calls did.
+/// Clones share the same series.
 #[derive(Debug, Clone)]
-pub struct GrpcServerMetrics {
+pub struct GrpcMetrics {
     handled: Family<HandledLabels, Counter>,
     handling: HistogramFamily<MethodLabels>,
 }
 
-impl GrpcServerMetrics {
+impl GrpcMetrics {
+    /// `grpc_server_handled_total` and `grpc_server_handling_seconds`.
     pub fn register(registry: &mut Registry) -> Self {
+        Self::register_side(registry, "server", "on the server")
+    }
+
+    /// `grpc_client_handled_total` and `grpc_client_handling_seconds`: upstream calls.
+    pub fn register_client(registry: &mut Registry) -> Self {
+        Self::register_side(registry, "client", "by the client (upstream calls)")
+    }
+
+    fn register_side(registry: &mut Registry, side: &str, whose: &str) -> Self {
         let metrics = Self {
             handled: Family::default(),
             handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         };
         registry.register(
-            "grpc_server_handled",
-            "Total number of RPCs completed on the server, regardless of success or failure",
+            format!("grpc_{side}_handled"),
+            format!("Total number of RPCs completed {whose}, regardless of success or failure"),
             metrics.handled.clone(),
         );
         registry.register(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
+            format!("grpc_{side}_handling_seconds"),
+            format!("Histogram of response latency (seconds) of RPCs completed {whose}"),
             metrics.handling.clone(),
         );
         metrics
+    }
+
+    /// How many calls of `service`/`method` completed with `code` (for tests and explain).
+    pub fn handled(&self, service: &str, method: &str, code: Code) -> u64 {
+        self.handled
+            .get(&HandledLabels {
+                grpc_service: service.to_owned(),
+                grpc_method: method.to_owned(),
+                grpc_code: code_name(code),
+            })
+            .map_or(0, |counter| counter.get())
     }
 
     fn record(&self, service: &str, method: &str, code: Code, started: Instant) {
@@ -124,14 +146,15 @@ fn status_code(headers: &HeaderMap) -> Option<Code> {
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 
-/// A tower layer that records [`GrpcServerMetrics`] for every call.
+/// A tower layer that records [`GrpcMetrics`] for every call, on a server or on a client
+/// channel.
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsLayer {
-    metrics: GrpcServerMetrics,
+    metrics: GrpcMetrics,
 }
 
 impl GrpcMetricsLayer {
-    pub fn new(metrics: GrpcServerMetrics) -> Self {
+    pub fn new(metrics: GrpcMetrics) -> Self {
         Self { metrics }
     }
 }
@@ -150,7 +173,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsService<S> {
     inner: S,
-    metrics: GrpcServerMetrics,
+    metrics: GrpcMetrics,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for GrpcMetricsService<S>
@@ -203,7 +226,7 @@ where
 /// A call whose status is not known yet.
 #[derive(Debug)]
 struct CallRecord {
-    metrics: GrpcServerMetrics,
+    metrics: GrpcMetrics,
     service: String,
     method: String,
     started: Instant,

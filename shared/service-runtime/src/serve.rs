@@ -11,7 +11,7 @@ use tonic_health::ServingStatus;
 
 use crate::{
     faults::{FaultLayer, FaultSettings},
-    metrics::{GrpcMetricsLayer, GrpcServerMetrics, encode},
+    metrics::{GrpcMetrics, GrpcMetricsLayer, encode},
     settings::ServerSettings,
 };
 
@@ -141,7 +141,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let rpc_metrics = GrpcServerMetrics::register(&mut registry);
+    let rpc_metrics = GrpcMetrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let stopping = CancellationToken::new();
