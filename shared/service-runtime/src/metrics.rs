@@ -306,3 +306,42 @@ pub fn encode(registry: &Registry) -> String {
     }
     text
 }
+
+/// The value of the sample `name` whose labels include `labels`, summed over the samples that
+/// match, in a page of the Prometheus text format (0 when none matches). For tests and tools.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (label_text, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let matches = labels.iter().all(|(key, wanted)| {
+                label_text
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .any(|(k, v)| k == *key && v.trim_matches('"') == *wanted)
+            });
+            matches.then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_found_by_name_and_labels() {
+        let text = "# TYPE x counter\n\
+                    x_total{a=\"1\",b=\"2\"} 3\n\
+                    x_total{a=\"1\",b=\"3\"} 4\n\
+                    x_total_other{a=\"1\"} 100\n\
+                    y 7\n";
+        assert_eq!(sample(text, "x_total", &[("a", "1")]), 7.0);
+        assert_eq!(sample(text, "x_total", &[("b", "3")]), 4.0);
+        assert_eq!(sample(text, "x_total", &[("b", "9")]), 0.0);
+        assert_eq!(sample(text, "y", &[]), 7.0);
+    }
+}
