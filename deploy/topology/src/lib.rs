@@ -47,6 +47,7 @@ pub struct Topology {
     pub tracks: Running,
     pub likes: Running,
     pub follows: Running,
+    pub consumer_gateway: Running,
 }
 
 impl Options {
@@ -128,11 +129,23 @@ impl Topology {
             follows::run(settings, listeners, shutdown)
         })?;
 
+        let mut settings = consumer_gateway::Settings::defaults();
+        settings.upstreams.tracks.url = tracks.url();
+        settings.upstreams.likes.url = likes.url();
+        settings.upstreams.follows.url = follows.url();
+        settings.upstreams.counts.url = counts.url();
+        let listeners = options.listeners(&settings.server).await?;
+        let consumer_gateway =
+            Running::start("consumer-gateway", listeners, move |listeners, shutdown| {
+                consumer_gateway::run(settings, listeners, shutdown)
+            })?;
+
         Ok(Self {
             counts,
             tracks,
             likes,
             follows,
+            consumer_gateway,
         })
     }
 
@@ -141,21 +154,36 @@ impl Topology {
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         for service in self.services() {
-            wait_serving(service, deadline).await?;
+            service
+                .wait_serving(deadline)
+                .await
+                .map_err(anyhow::Error::msg)?;
         }
         Ok(())
     }
 
     /// Every service, in start order.
-    pub fn services(&self) -> [&Running; 4] {
-        [&self.counts, &self.tracks, &self.likes, &self.follows]
+    pub fn services(&self) -> [&Running; 5] {
+        [
+            &self.counts,
+            &self.tracks,
+            &self.likes,
+            &self.follows,
+            &self.consumer_gateway,
+        ]
     }
 
     /// Stops every service and waits until each has drained; the first failure is returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         let mut outcome = Ok(());
-        // Writers first, so that their relays stop before counts does.
-        for service in [self.tracks, self.likes, self.follows, self.counts] {
+        // Gateways first, then the writers, so that their relays stop before counts does.
+        for service in [
+            self.consumer_gateway,
+            self.tracks,
+            self.likes,
+            self.follows,
+            self.counts,
+        ] {
             let name = service.name;
             if let Err(error) = service.stop().await
                 && outcome.is_ok()
@@ -164,35 +192,5 @@ impl Topology {
             }
         }
         outcome
-    }
-}
-
-/// Polls a service's health until it is SERVING or the deadline passes.
-pub async fn wait_serving(service: &Running, deadline: Instant) -> anyhow::Result<()> {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(service.url())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(1));
-    loop {
-        let serving = match endpoint.connect().await {
-            Ok(channel) => HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok_and(|response| {
-                    response.into_inner().status == ServingStatus::Serving as i32
-                }),
-            Err(_) => false,
-        };
-        if serving {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("{} did not become ready in time", service.name);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -75,9 +75,13 @@ async fn main() -> ExitCode {
             service.metrics_url()
         );
     }
+    let token = authorization::token::mint_development_token(Some("usr_0001"), "US", 24 * 3600);
     println!(
-        "\nTry: grpcurl -plaintext -d '{{\"ids\":[\"trk_00001\"]}}' {} foundation.tracks.v1.TracksService/BatchGetTracks\n",
-        topology.tracks.grpc_addr
+        "\nA development token for usr_0001 in US, valid for a day (development secret only):\n  export TOKEN={token}\n"
+    );
+    println!(
+        "Try: grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"track_id\":\"trk_00001\",\"read_mask\":\"title,creator.followersCount,stats\"}}' {} consumer.v1.ConsumerGateway/GetTrack\n",
+        topology.consumer_gateway.grpc_addr
     );
     service_runtime::shutdown::signal().await;
     match topology.stop().await {

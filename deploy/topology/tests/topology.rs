@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use protos::consumer::v1::{GetTrackRequest, consumer_gateway_client::ConsumerGatewayClient};
 use protos::foundation::{
     counts::v1::{BatchGetTrackCountsRequest, counts_service_client::CountsServiceClient},
     likes::v1::{ReactionRequest, likes_service_client::LikesServiceClient},
@@ -74,6 +75,25 @@ async fn the_topology_comes_up_seeded_and_wired_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(counts);
+
+    // The consumer gateway serves the seeded data to a signed-in listener.
+    let mut gateway = ConsumerGatewayClient::connect(topology.consumer_gateway.url())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(GetTrackRequest {
+        track_id: "trk_00001".into(),
+        read_mask: Some(prost_types::FieldMask {
+            paths: vec!["title".into(), "stats.likes_count".into()],
+        }),
+        secret_token: None,
+    });
+    let token = authorization::token::mint_development_token(Some("usr_0001"), "US", 60);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let track = gateway.get_track(request).await.unwrap().into_inner();
+    assert_eq!(track.title, seeded.tracks[0].title);
+    assert!(track.stats.unwrap().likes_count.is_some());
 
     topology.stop().await.unwrap();
 }

@@ -69,6 +69,40 @@ impl Running {
         format!("http://{}/metrics", self.metrics_addr)
     }
 
+    /// Polls the service's `grpc.health.v1` until it reports SERVING (which happens once its
+    /// storage is ready and seeded), or fails at `deadline`.
+    pub async fn wait_serving(&self, deadline: std::time::Instant) -> Result<(), String> {
+        use std::time::Duration;
+
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url())
+            .map_err(|error| error.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(1));
+        loop {
+            let serving = match endpoint.connect().await {
+                Ok(channel) => HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok_and(|response| {
+                        response.into_inner().status == ServingStatus::Serving as i32
+                    }),
+                Err(_) => false,
+            };
+            if serving {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("{} did not become ready in time", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Reads the service's `/metrics` page.
     pub async fn scrape(&self) -> std::io::Result<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

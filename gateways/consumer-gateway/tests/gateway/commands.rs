@@ -1,0 +1,232 @@
+//! Commands: idempotent, visible through the view once counts catch up, and refused where the
+//! contract says.
+
+use std::time::Duration;
+
+use protos::consumer::v1::{
+    DownloadTrackRequest, FollowCreatorRequest, GetTrackRequest, LikeTrackRequest,
+    RepostTrackRequest, Track, UnfollowCreatorRequest, UnlikeTrackRequest,
+};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+use crate::fixture::{Topology, as_user, eventually, mask};
+
+const LISTENER: &str = "usr_0057";
+const TRACK: &str = "trk_00006";
+
+async fn view(t: &Topology, user: &str) -> Track {
+    t.client
+        .clone()
+        .get_track(as_user(
+            GetTrackRequest {
+                track_id: TRACK.into(),
+                read_mask: mask(&["stats", "viewer", "creator"]),
+                secret_token: None,
+            },
+            Some(user),
+            "US",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_like_shows_in_the_view_once_and_an_unlike_reverses_it() {
+    let t = Topology::start().await;
+    let before = view(&t, LISTENER).await;
+    let likes_before = before.stats.unwrap().likes_count.unwrap();
+    assert_eq!(before.viewer.unwrap().liked, Some(false));
+
+    let mut client = t.client.clone();
+    let like = || {
+        as_user(
+            LikeTrackRequest {
+                track_id: TRACK.into(),
+            },
+            Some(LISTENER),
+            "US",
+        )
+    };
+    assert!(
+        client
+            .like_track(like())
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
+    assert!(
+        !client
+            .like_track(like())
+            .await
+            .unwrap()
+            .into_inner()
+            .changed,
+        "idempotent"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the like to be counted",
+        || async { view(&t, LISTENER).await.stats.unwrap().likes_count == Some(likes_before + 1) },
+    )
+    .await;
+    let after = view(&t, LISTENER).await;
+    assert_eq!(after.viewer.unwrap().liked, Some(true));
+    assert_eq!(
+        after.stats.unwrap().likes_count,
+        Some(likes_before + 1),
+        "liking twice counts once"
+    );
+
+    let unlike = as_user(
+        UnlikeTrackRequest {
+            track_id: TRACK.into(),
+        },
+        Some(LISTENER),
+        "US",
+    );
+    assert!(
+        client
+            .unlike_track(unlike)
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the unlike to be counted",
+        || async { view(&t, LISTENER).await.stats.unwrap().likes_count == Some(likes_before) },
+    )
+    .await;
+    assert_eq!(view(&t, LISTENER).await.viewer.unwrap().liked, Some(false));
+}
+
+#[tokio::test]
+async fn following_a_creator_shows_in_the_view_and_self_actions_are_refused() {
+    let t = Topology::start().await;
+    let owner = t.foundation_track_owner(TRACK).await;
+    let before = view(&t, LISTENER).await.creator.unwrap();
+    let followers = before.followers_count.unwrap();
+    let mut client = t.client.clone();
+    if before.followed_by_viewer == Some(true) {
+        client
+            .unfollow_creator(as_user(
+                UnfollowCreatorRequest {
+                    track_id: TRACK.into(),
+                },
+                Some(LISTENER),
+                "US",
+            ))
+            .await
+            .unwrap();
+    }
+    let base = if before.followed_by_viewer == Some(true) {
+        followers - 1
+    } else {
+        followers
+    };
+    let follow = as_user(
+        FollowCreatorRequest {
+            track_id: TRACK.into(),
+        },
+        Some(LISTENER),
+        "US",
+    );
+    assert!(
+        client
+            .follow_creator(follow)
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the follow to be counted",
+        || async {
+            let creator = view(&t, LISTENER).await.creator.unwrap();
+            creator.followers_count == Some(base + 1) && creator.followed_by_viewer == Some(true)
+        },
+    )
+    .await;
+
+    let own_repost = client
+        .repost_track(as_user(
+            RepostTrackRequest {
+                track_id: TRACK.into(),
+            },
+            Some(&owner),
+            "US",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(own_repost.code(), Code::FailedPrecondition);
+    let self_follow = client
+        .follow_creator(as_user(
+            FollowCreatorRequest {
+                track_id: TRACK.into(),
+            },
+            Some(&owner),
+            "US",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(self_follow.code(), Code::FailedPrecondition);
+    let bad_id = client
+        .like_track(as_user(
+            LikeTrackRequest {
+                track_id: "no such/id".into(),
+            },
+            Some(LISTENER),
+            "US",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert!(bad_id.message().starts_with("track_id"));
+}
+
+#[tokio::test]
+async fn downloads_stream_the_uploaded_audio_or_are_refused() {
+    let t = Topology::start().await;
+    let foundation = t.foundation_track(TRACK).await;
+    let mut stream = t
+        .client
+        .clone()
+        .download_track(as_user(
+            DownloadTrackRequest {
+                track_id: TRACK.into(),
+                secret_token: None,
+            },
+            Some(LISTENER),
+            "US",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        bytes.extend_from_slice(&chunk.chunk);
+    }
+    let audio = foundation.audio.unwrap();
+    assert_eq!(bytes.len() as u64, audio.size_bytes);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), audio.sha256);
+
+    let refused = t
+        .client
+        .clone()
+        .download_track(as_user(
+            DownloadTrackRequest {
+                track_id: "trk_00001".into(),
+                secret_token: None,
+            },
+            Some(LISTENER),
+            "US",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}

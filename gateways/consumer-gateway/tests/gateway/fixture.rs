@@ -1,0 +1,227 @@
+//! Starts the foundation services (seeded, in memory) and the gateway, and hands out clients.
+
+use std::time::{Duration, Instant};
+
+use authorization::token::mint_development_token;
+use foundation_kit::db::testing;
+use protos::{
+    consumer::v1::consumer_gateway_client::ConsumerGatewayClient,
+    foundation::tracks::v1::{
+        BatchGetTracksRequest, Track, tracks_service_client::TracksServiceClient,
+    },
+};
+use service_runtime::{metrics::sample, spawn::Running};
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
+
+pub(crate) const USERS: u32 = 60;
+pub(crate) const TRACKS: u32 = 120;
+
+#[allow(dead_code)] // Every service is kept so that each test can stop the one it needs.
+pub(crate) struct Topology {
+    pub(crate) tracks: Option<Running>,
+    pub(crate) likes: Option<Running>,
+    pub(crate) follows: Option<Running>,
+    pub(crate) counts: Option<Running>,
+    pub(crate) gateway: Running,
+    pub(crate) client: ConsumerGatewayClient<Channel>,
+    pub(crate) tracks_client: TracksServiceClient<Channel>,
+}
+
+fn seeded<T>(mut settings: T, seed: impl FnOnce(&mut T)) -> T {
+    seed(&mut settings);
+    settings
+}
+
+impl Topology {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub(crate) async fn start_with(tune: impl FnOnce(&mut consumer_gateway::Settings)) -> Self {
+        Self::start_tuned(tune, |_| {}).await
+    }
+
+    /// Starts with the gateway's and the tracks service's settings tuned.
+    pub(crate) async fn start_tuned(
+        tune: impl FnOnce(&mut consumer_gateway::Settings),
+        tune_tracks: impl FnOnce(&mut tracks::Settings),
+    ) -> Self {
+        let counts = seeded(counts::Settings::defaults(), |s| {
+            s.database = testing::sqlite();
+            s.seed.enabled = true;
+            s.seed.users = USERS;
+            s.seed.tracks = TRACKS;
+        });
+        let counts = Running::ephemeral("counts", move |l, stop| counts::run(counts, l, stop))
+            .await
+            .unwrap();
+        let relay = |s: &mut foundation_kit::outbox::RelaySettings| {
+            s.counts_url = counts.url();
+            s.poll_interval_ms = 20;
+            s.max_backoff_ms = 200;
+        };
+        let tracks = seeded(tracks::Settings::defaults(), |s| {
+            s.database = testing::sqlite();
+            s.seed.enabled = true;
+            s.seed.users = USERS;
+            s.seed.tracks = TRACKS;
+            relay(&mut s.outbox);
+            tune_tracks(s);
+        });
+        let likes = seeded(likes::Settings::defaults(), |s| {
+            s.database = testing::sqlite();
+            s.seed.enabled = true;
+            s.seed.users = USERS;
+            s.seed.tracks = TRACKS;
+            relay(&mut s.outbox);
+        });
+        let follows = seeded(follows::Settings::defaults(), |s| {
+            s.database = testing::sqlite();
+            s.seed.enabled = true;
+            s.seed.users = USERS;
+            s.seed.tracks = TRACKS;
+            relay(&mut s.outbox);
+        });
+        let tracks = Running::ephemeral("tracks", move |l, stop| tracks::run(tracks, l, stop))
+            .await
+            .unwrap();
+        let likes = Running::ephemeral("likes", move |l, stop| likes::run(likes, l, stop))
+            .await
+            .unwrap();
+        let follows = Running::ephemeral("follows", move |l, stop| follows::run(follows, l, stop))
+            .await
+            .unwrap();
+        let mut settings = consumer_gateway::Settings::defaults();
+        settings.upstreams.tracks.url = tracks.url();
+        settings.upstreams.likes.url = likes.url();
+        settings.upstreams.follows.url = follows.url();
+        settings.upstreams.counts.url = counts.url();
+        tune(&mut settings);
+        let gateway = Running::ephemeral("consumer-gateway", move |l, stop| {
+            consumer_gateway::run(settings, l, stop)
+        })
+        .await
+        .unwrap();
+        let client = ConsumerGatewayClient::connect(gateway.url()).await.unwrap();
+        let mut tracks_client = TracksServiceClient::connect(tracks.url()).await.unwrap();
+        // Seeding finishes before a service answers; wait for all four.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = tracks_client
+                .batch_get_tracks(BatchGetTracksRequest {
+                    ids: vec!["trk_00001".into()],
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().tracks.len() == 1);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tracks never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for service in [&likes, &follows, &counts] {
+            service
+                .wait_serving(Instant::now() + Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+        Self {
+            tracks: Some(tracks),
+            likes: Some(likes),
+            follows: Some(follows),
+            counts: Some(counts),
+            gateway,
+            client,
+            tracks_client,
+        }
+    }
+
+    /// The foundation's record of a seeded track.
+    pub(crate) async fn foundation_track(&self, id: &str) -> Track {
+        self.tracks_client
+            .clone()
+            .batch_get_tracks(BatchGetTracksRequest {
+                ids: vec![id.to_owned()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tracks
+            .remove(0)
+    }
+
+    pub(crate) async fn foundation_track_owner(&self, id: &str) -> String {
+        self.tracks_client
+            .clone()
+            .batch_get_tracks(BatchGetTracksRequest {
+                ids: vec![id.to_owned()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tracks
+            .first()
+            .map(|track| track.owner_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many calls the gateway has made to `method` of `service` (any status).
+    pub(crate) async fn upstream_calls(&self, service: &str, method: &str) -> u64 {
+        let text = self.gateway.scrape().await.unwrap();
+        sample(
+            &text,
+            "grpc_client_handled_total",
+            &[("grpc_service", service), ("grpc_method", method)],
+        ) as u64
+    }
+
+    /// Every upstream call the gateway has made, by `service/method`.
+    pub(crate) async fn upstream_snapshot(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (service, method) in UPSTREAM_METHODS {
+            out.push((
+                format!("{service}/{method}"),
+                self.upstream_calls(service, method).await,
+            ));
+        }
+        out
+    }
+}
+
+pub(crate) const UPSTREAM_METHODS: [(&str, &str); 5] = [
+    ("foundation.tracks.v1.TracksService", "BatchGetTracks"),
+    ("foundation.likes.v1.LikesService", "BatchGetReactions"),
+    ("foundation.counts.v1.CountsService", "BatchGetTrackCounts"),
+    ("foundation.follows.v1.FollowsService", "BatchGetFollowing"),
+    ("foundation.counts.v1.CountsService", "BatchGetUserCounts"),
+];
+
+/// A request carrying a development token for `user` (anonymous when `None`) in `territory`.
+pub(crate) fn as_user<T>(message: T, user: Option<&str>, territory: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let token = mint_development_token(user, territory, 300);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
+}
+
+pub(crate) fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

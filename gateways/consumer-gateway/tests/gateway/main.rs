@@ -1,0 +1,9 @@
+//! The consumer gateway through gRPC, against the foundation services running in-process on
+//! port 0.
+
+mod authorization_matrix;
+mod commands;
+mod fixture;
+mod queries;
+mod resilience;
+mod tokens;
