@@ -278,6 +278,22 @@ async fn no_rpc_leaks_a_hidden_track_and_hidden_looks_missing() {
         "missing, private and geoblocked tracks are indistinguishable"
     );
 
+    // Every withholding was audited, by reason.
+    let metrics = t.gateway.scrape().await.unwrap();
+    for (what, reason) in [
+        ("track", "private"),
+        ("track", "geoblocked"),
+        ("command", "own_track"),
+        ("command", "not_downloadable"),
+    ] {
+        let count = service_runtime::metrics::sample(
+            &metrics,
+            "gateway_authorization_withheld_total",
+            &[("what", what), ("reason", reason)],
+        );
+        assert!(count >= 1.0, "no audit of {what} withheld for {reason}");
+    }
+
     // A liked-tracks page shows only what the caller may see.
     for (user, territory) in [(None, "DE"), (Some("usr_0058"), "FR"), (None, "US")] {
         let page = client
