@@ -708,3 +708,24 @@ fn the_binary_prints_its_settings_and_fails_fast_naming_a_bad_key() {
         "{help}"
     );
 }
+
+#[tokio::test]
+async fn the_health_subcommand_reports_a_serving_instance_and_fails_otherwise() {
+    let (running, _client) = start(settings(testing::sqlite(), "http://127.0.0.1:1")).await;
+    let binary = env!("CARGO_BIN_EXE_tracks");
+    let addr = running.grpc_addr.to_string();
+    let healthy = tokio::process::Command::new(binary)
+        .args(["health", "--addr", &addr])
+        .output()
+        .await
+        .unwrap();
+    assert!(healthy.status.success(), "{healthy:?}");
+    running.stop().await.unwrap();
+    let gone = tokio::process::Command::new(binary)
+        .args(["health", "--addr", &addr, "--timeout-ms", "500"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).starts_with("unhealthy"));
+}

@@ -27,6 +27,23 @@ pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Asks a running instance over `grpc.health.v1` whether it is SERVING; exits 0 if so, 1
+    /// if not. Container health checks use it, so images need no shell or other tools.
+    Health {
+        /// The instance to ask; by default this binary's own configured gRPC address
+        /// (an unspecified address such as 0.0.0.0 means the loopback interface).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 /// Runs a service binary. `about` is shown by `--help` together with the environment prefix.
@@ -54,6 +71,13 @@ where
     if cli.common.print_config {
         print!("{}", render(&settings));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Health { addr, timeout_ms }) = cli.command {
+        let mut addr = addr.unwrap_or(settings.server().grpc_addr);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        return health_check(addr, std::time::Duration::from_millis(timeout_ms));
     }
     telemetry::init(settings.log());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -100,6 +124,53 @@ impl Cli {
         match Self::from_arg_matches(&matches) {
             Ok(cli) => cli,
             Err(error) => error.exit(),
+        }
+    }
+}
+
+/// The `health` subcommand: one `grpc.health.v1.Health/Check` of the whole server.
+fn health_check(addr: std::net::SocketAddr, timeout: std::time::Duration) -> ExitCode {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("unhealthy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|error| error.to_string())?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| error.to_string())?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|status| status.message().to_owned())?;
+        match response.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(format!("status {}", other.as_str_name())),
+        }
+    });
+    match outcome {
+        Ok(()) => {
+            println!("serving: {addr}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("unhealthy: {addr}: {reason}");
+            ExitCode::FAILURE
         }
     }
 }
