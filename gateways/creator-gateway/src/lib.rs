@@ -1,0 +1,158 @@
+//! The creator domain gateway: the owner's view of their own tracks (`creator.v1.Track`), and
+//! the owner's commands (upload, update, delete), for the Creator team's BFFs.
+//!
+//! Rules every call follows:
+//!
+//! - **A user is required.** The token must carry `sub`; an anonymous token is
+//!   `UNAUTHENTICATED`.
+//! - **Only your own tracks exist.** A track owned by someone else is `NOT_FOUND` with exactly
+//!   the message of a missing one, for reads and commands alike.
+//! - **The mask decides the fanout** ([`view`]): `tracks` is always called (it says who owns
+//!   the track), `counts` only when the mask touches `stats`, once per request or page.
+//! - **Failures:** `tracks` failing fails the call (`UNAVAILABLE` or `DEADLINE_EXCEEDED`), since
+//!   ownership cannot be checked without it. `counts` failing on a read degrades it: the
+//!   response is OK, `stats` is unset, and the `x-degraded-fields` response metadata lists the
+//!   affected mask paths.
+//! - **Deadlines:** every upstream call ends by the caller's `grpc-timeout` less a margin,
+//!   capped by the upstream's own timeout. Reads retry once on `UNAVAILABLE` within that
+//!   deadline; commands never retry.
+//! - **Deletion:** `tracks.DeleteTrack` removes the track and its audio and announces
+//!   `TrackDeleted` to counts through its outbox; counts then drops the track's counters and
+//!   ignores any later event about it. The gateway then removes the track's likes and reposts
+//!   with `likes.DeleteTrackReactions` (which emits no events: the deletion already settled the
+//!   counts).
+
+mod api;
+mod error;
+mod update;
+mod upload;
+mod upstream;
+pub mod view;
+
+use authorization::{AuthSettings, Authenticator, Verifier};
+use prometheus_client::registry::Registry;
+use protos::creator::v1::creator_gateway_server::CreatorGatewayServer;
+use serde::{Deserialize, Serialize};
+use service_runtime::{
+    GrpcApp, Listeners, ServeError, ServerSettings,
+    cli::{ServiceSettings, Shutdown},
+    faults::FaultSettings,
+    metrics::GrpcMetrics,
+    settings::SettingsSource,
+    telemetry::LogSettings,
+    upstream::UpstreamSettings,
+};
+
+pub use error::GatewayError;
+
+pub const SETTINGS: SettingsSource = SettingsSource {
+    defaults: include_str!("../defaults.toml"),
+    env_prefix: "CREATOR_GATEWAY",
+};
+
+/// The fully qualified name of the API this gateway serves.
+pub const SERVICE_NAME: &str = "creator.v1.CreatorGateway";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub upstreams: Upstreams,
+    pub calls: CallSettings,
+    pub upload: UploadSettings,
+    #[serde(default)]
+    pub faults: FaultSettings,
+}
+
+/// The foundation services this gateway calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstreams {
+    pub tracks: UpstreamSettings,
+    pub likes: UpstreamSettings,
+    pub counts: UpstreamSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSettings {
+    /// Kept back from the caller's deadline to assemble and send the response.
+    pub margin_ms: u64,
+    /// Extra attempts of a read that failed with `UNAVAILABLE`, within the same deadline.
+    pub read_retries: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSettings {
+    /// The largest audio file accepted. The gateway enforces it itself, so that an oversized
+    /// upload fails as soon as it crosses the cap, whatever the tracks service allows.
+    pub max_bytes: u64,
+    /// The largest inbound gRPC message: the gateway holds one chunk at a time, so this bounds
+    /// the memory of an upload.
+    pub max_chunk_bytes: usize,
+    /// The longest an upload may take, whatever the caller's deadline allows.
+    pub timeout_ms: u64,
+}
+
+impl ServiceSettings for Settings {
+    fn server(&self) -> &ServerSettings {
+        &self.server
+    }
+    fn log(&self) -> &LogSettings {
+        &self.log
+    }
+}
+
+impl Settings {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        service_runtime::settings::defaults(SETTINGS)
+    }
+}
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid auth settings: {0}")]
+    Auth(#[from] authorization::token::KeyError),
+    #[error("invalid upstream settings: {0}")]
+    Upstream(String),
+    #[error("the creator view is unusable: {0}")]
+    View(#[from] view::ViewError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Runs the gateway on the given listeners until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let verifier = Verifier::new(&settings.auth)?;
+    let view = view::CreatorView::load()?;
+    let mut registry = Registry::default();
+    let client_metrics = GrpcMetrics::register_client(&mut registry);
+    let upstreams =
+        upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
+    let api = api::CreatorApi::new(view, upstreams, settings.upload.clone());
+    let server = CreatorGatewayServer::new(api)
+        .max_decoding_message_size(settings.upload.max_chunk_bytes.saturating_add(1024));
+    let routes = tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
+        server,
+        Authenticator::new(verifier),
+    ));
+    let app = GrpcApp::new(
+        routes,
+        SERVICE_NAME,
+        protos::descriptors::CREATOR,
+        &settings.server,
+        settings.faults,
+        registry,
+    );
+    service_runtime::serve(app, listeners, shutdown).await?;
+    Ok(())
+}

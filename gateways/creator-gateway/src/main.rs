@@ -1,0 +1,9 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    service_runtime::cli::main(
+        "The creator domain gateway: the owner's view of their tracks, upload, update and delete",
+        creator_gateway::SETTINGS,
+        creator_gateway::run,
+    )
+}
