@@ -48,6 +48,7 @@ pub struct Topology {
     pub likes: Running,
     pub follows: Running,
     pub consumer_gateway: Running,
+    pub creator_gateway: Running,
 }
 
 impl Options {
@@ -140,12 +141,23 @@ impl Topology {
                 consumer_gateway::run(settings, listeners, shutdown)
             })?;
 
+        let mut settings = creator_gateway::Settings::defaults();
+        settings.upstreams.tracks.url = tracks.url();
+        settings.upstreams.likes.url = likes.url();
+        settings.upstreams.counts.url = counts.url();
+        let listeners = options.listeners(&settings.server).await?;
+        let creator_gateway =
+            Running::start("creator-gateway", listeners, move |listeners, shutdown| {
+                creator_gateway::run(settings, listeners, shutdown)
+            })?;
+
         Ok(Self {
             counts,
             tracks,
             likes,
             follows,
             consumer_gateway,
+            creator_gateway,
         })
     }
 
@@ -163,13 +175,14 @@ impl Topology {
     }
 
     /// Every service, in start order.
-    pub fn services(&self) -> [&Running; 5] {
+    pub fn services(&self) -> [&Running; 6] {
         [
             &self.counts,
             &self.tracks,
             &self.likes,
             &self.follows,
             &self.consumer_gateway,
+            &self.creator_gateway,
         ]
     }
 
@@ -179,6 +192,7 @@ impl Topology {
         // Gateways first, then the writers, so that their relays stop before counts does.
         for service in [
             self.consumer_gateway,
+            self.creator_gateway,
             self.tracks,
             self.likes,
             self.follows,

@@ -10,7 +10,7 @@ use protos::foundation::tracks::v1::{
     self as pb, AudioChunk, BatchGetTracksRequest, BatchGetTracksResponse, CreateTrackRequest,
     DeleteTrackRequest, DeleteTrackResponse, ListTracksByOwnerRequest, ListTracksByOwnerResponse,
     ReadAudioRequest, RecordDownloadRequest, RecordDownloadResponse, UpdateTrackRequest,
-    create_track_request::Part, tracks_service_server::TracksService,
+    UploadCommit, create_track_request::Part, tracks_service_server::TracksService,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
@@ -271,7 +271,7 @@ async fn receive_and_commit(
     outcome
 }
 
-/// Stages every audio chunk of the stream; returns the size and the SHA-256.
+/// Stages every audio chunk of the stream until the commit; returns the size and the SHA-256.
 async fn receive(
     store: &TracksStore,
     parts: &mut Streaming<CreateTrackRequest>,
@@ -281,9 +281,23 @@ async fn receive(
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut seq = 0;
-    while let Some(message) = parts.message().await? {
+    loop {
+        // tonic reports a cancelled call as a clean end of the stream, so only the commit
+        // tells a finished upload from an abandoned one.
+        let Some(message) = parts.message().await? else {
+            return Err(FoundationError::invalid(
+                "commit",
+                "the upload ended without its commit message; nothing was stored",
+            )
+            .into());
+        };
         let chunk = match message.part {
             Some(Part::AudioChunk(chunk)) => chunk,
+            Some(Part::Commit(commit)) => {
+                let sha256 = hex::encode(hasher.finalize());
+                check_commit(&commit, size, &sha256)?;
+                return Ok((size, sha256));
+            }
             Some(Part::Metadata(_)) => {
                 return Err(FoundationError::invalid(
                     "metadata",
@@ -307,10 +321,30 @@ async fn receive(
             .map_err(FoundationError::from)?;
         seq += 1;
     }
+}
+
+/// The commit must describe what arrived: some audio, of the declared size and, when declared,
+/// of the declared SHA-256.
+fn check_commit(commit: &UploadCommit, size: u64, sha256: &str) -> Result<(), FoundationError> {
     if size == 0 {
-        return Err(FoundationError::invalid("audio_chunk", "the upload carries no audio").into());
+        return Err(FoundationError::invalid(
+            "audio_chunk",
+            "the upload carries no audio",
+        ));
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    if commit.size_bytes != size {
+        return Err(FoundationError::invalid(
+            "commit.size_bytes",
+            format!("is {} but {size} bytes arrived", commit.size_bytes),
+        ));
+    }
+    if !commit.sha256.is_empty() && !commit.sha256.eq_ignore_ascii_case(sha256) {
+        return Err(FoundationError::invalid(
+            "commit.sha256",
+            "does not match the audio that arrived",
+        ));
+    }
+    Ok(())
 }
 
 type AudioStream = Pin<Box<dyn Stream<Item = Result<AudioChunk, Status>> + Send>>;

@@ -10,7 +10,7 @@ use protos::foundation::{
     tracks::v1::{
         BatchGetTracksRequest, CreateTrackRequest, DeleteTrackRequest, Geoblocking,
         GeoblockingMode, ListTracksByOwnerRequest, ReadAudioRequest, RecordDownloadRequest, Track,
-        TrackMetadata, UpdateTrackRequest, Visibility, create_track_request::Part,
+        TrackMetadata, UpdateTrackRequest, UploadCommit, Visibility, create_track_request::Part,
         tracks_service_client::TracksServiceClient,
     },
 };
@@ -72,6 +72,12 @@ fn upload_messages(metadata: TrackMetadata, audio: &[u8], chunk: usize) -> Vec<C
     messages.extend(audio.chunks(chunk).map(|piece| CreateTrackRequest {
         part: Some(Part::AudioChunk(piece.to_vec().into())),
     }));
+    messages.push(CreateTrackRequest {
+        part: Some(Part::Commit(UploadCommit {
+            size_bytes: audio.len() as u64,
+            sha256: hex::encode(Sha256::digest(audio)),
+        })),
+    });
     messages
 }
 
@@ -321,6 +327,37 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A client that cancels its call on a live connection: the server sees a clean end of the
+    // stream, without the commit.
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    for message in upload_messages(metadata("usr_0001", "cancelled"), &audio(9000, 6), 3000)
+        .into_iter()
+        .take(3)
+    {
+        sender.send(message).await.unwrap();
+    }
+    let mut cancelling = client.clone();
+    let call = tokio::spawn(async move {
+        cancelling
+            .create_track(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chunk_rows(&inspect).await < 2 {
+        assert!(Instant::now() < deadline, "the staged chunks never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    call.abort();
+    drop(sender);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chunk_rows(&inspect).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "staged chunks of a cancelled upload remain"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     let listed = client
         .list_tracks_by_owner(ListTracksByOwnerRequest {
             owner_id: "usr_0001".into(),
@@ -329,7 +366,7 @@ async fn audio_over_the_cap_or_an_abandoned_upload_stores_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.tracks.is_empty());
+    assert!(listed.tracks.is_empty(), "{:?}", listed.tracks);
 }
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {

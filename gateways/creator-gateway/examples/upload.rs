@@ -34,8 +34,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             part: Some(Part::AudioChunk(vec![(n % 251) as u8; len].into())),
         }
     }));
-    let mut request =
-        tonic::Request::new(stream::StreamExt::chain(stream::iter([metadata]), chunks));
+    // The commit ends the upload; without it nothing is stored.
+    let commit = UploadTrackRequest {
+        part: Some(Part::Commit(protos::creator::v1::UploadCommit {
+            size_bytes: total as u64,
+            sha256: String::new(),
+        })),
+    };
+    let mut request = tonic::Request::new(stream::StreamExt::chain(
+        stream::StreamExt::chain(stream::iter([metadata]), chunks),
+        stream::iter([commit]),
+    ));
     let token = mint_development_token(Some("usr_0001"), "US", 600);
     request
         .metadata_mut()

@@ -1,23 +1,28 @@
 //! `UploadTrack`: the caller's stream is forwarded to `tracks.CreateTrack` chunk by chunk, as
 //! it arrives, so an upload's memory is one chunk (plus the HTTP/2 windows), never the file.
 //!
-//! The tracks service stores an upload whole or not at all: it commits only when the stream
-//! ends cleanly, and discards everything when the stream fails. So the outbound stream must
-//! never end cleanly unless the caller's did. When the caller's stream breaks off, crosses the
-//! size cap, passes the deadline, or breaks the protocol (a second metadata message, an empty
-//! message), the outbound stream reports the cause to the handler and then sends one message
-//! without a part, which `CreateTrack` refuses, discarding what it staged, before it ends.
+//! The tracks service stores an upload whole or not at all: it commits only on the commit
+//! message that ends the stream, and discards everything when the stream fails or ends without
+//! it. The caller's own stream must end with its commit too, which the gateway checks against
+//! the bytes it forwarded and passes on. So the outbound stream must
+//! carry a commit only when the caller's did. When the caller's stream breaks off, ends without
+//! its commit, crosses the size cap, passes the deadline, or breaks the protocol (a second
+//! metadata message, an empty message), the outbound stream reports the cause to the handler
+//! and then sends one message without a part, which `CreateTrack` refuses at once, discarding
+//! what it staged.
 //!
-//! Why not simply cancel the upstream call? A cancelled call reaches tracks as RST_STREAM
-//! (CANCEL), and tonic's server-side `Streaming` reports a CANCEL reset as a clean end of the
-//! stream (tonic 0.14 `codec/decode.rs`): tracks would commit a truncated upload. For the same
-//! reason the handler runs the upstream call as a task of its own: if the caller goes away,
-//! hyper drops the handler, and a dropped call would be cancelled that way.
+//! Why the commit? tonic's server-side `Streaming` reports a cancelled call (RST_STREAM CANCEL)
+//! as a clean end of the stream (tonic 0.14 `codec/decode.rs`), so neither the gateway nor
+//! tracks can tell a finished upload from an abandoned one by how the stream ends. The handler
+//! still runs the upstream call as a task of its own, so that a caller going away (hyper drops
+//! the handler) ends the upload with the explicit refusal rather than a cancel.
 
 use futures::{Stream, StreamExt, stream};
 use protos::{
     creator::v1::{UploadTrackRequest, upload_track_request},
-    foundation::tracks::v1::{CreateTrackRequest, TrackMetadata, create_track_request},
+    foundation::tracks::v1::{
+        CreateTrackRequest, TrackMetadata, UploadCommit, create_track_request,
+    },
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
@@ -28,6 +33,8 @@ use crate::GatewayError;
 struct Forward {
     inbound: Streaming<UploadTrackRequest>,
     received: u64,
+    /// Whether the caller's commit went out: the stream ends after it.
+    committed: bool,
     max_bytes: u64,
     abort: Option<oneshot::Sender<GatewayError>>,
     deadline: Instant,
@@ -51,6 +58,7 @@ pub(crate) fn outbound(
     let state = Forward {
         inbound,
         received: 0,
+        committed: false,
         max_bytes,
         abort: Some(abort),
         deadline,
@@ -74,6 +82,9 @@ pub(crate) fn outbound(
 }
 
 async fn next_chunk(state: &mut Forward) -> Result<Option<CreateTrackRequest>, GatewayError> {
+    if state.committed {
+        return Ok(None);
+    }
     loop {
         let message = timeout_at(state.deadline, state.inbound.message())
             .await
@@ -83,11 +94,34 @@ async fn next_chunk(state: &mut Forward) -> Result<Option<CreateTrackRequest>, G
                 ))
             })?
             .map_err(GatewayError::UploadAborted)?;
+        // A cancelled call also ends cleanly here; only the commit says the upload is whole.
         let Some(message) = message else {
-            return Ok(None);
+            return Err(GatewayError::invalid(
+                "commit",
+                "the upload ended without its commit message; nothing was stored",
+            ));
         };
         let chunk = match message.part {
             Some(upload_track_request::Part::AudioChunk(chunk)) => chunk,
+            Some(upload_track_request::Part::Commit(commit)) => {
+                if commit.size_bytes != state.received {
+                    return Err(GatewayError::invalid(
+                        "commit.size_bytes",
+                        format!(
+                            "is {} but {} bytes arrived",
+                            commit.size_bytes, state.received
+                        ),
+                    ));
+                }
+                state.committed = true;
+                // Tracks checks the SHA-256 against what it stored.
+                return Ok(Some(CreateTrackRequest {
+                    part: Some(create_track_request::Part::Commit(UploadCommit {
+                        size_bytes: commit.size_bytes,
+                        sha256: commit.sha256,
+                    })),
+                }));
+            }
             Some(upload_track_request::Part::Metadata(_)) => {
                 return Err(GatewayError::invalid(
                     "metadata",
@@ -97,7 +131,7 @@ async fn next_chunk(state: &mut Forward) -> Result<Option<CreateTrackRequest>, G
             None => {
                 return Err(GatewayError::invalid(
                     "part",
-                    "every message must carry metadata or an audio chunk",
+                    "every message must carry metadata, an audio chunk or the commit",
                 ));
             }
         };

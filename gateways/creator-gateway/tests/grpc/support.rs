@@ -262,7 +262,7 @@ pub(crate) fn audio(len: usize, salt: u8) -> Vec<u8> {
         .collect()
 }
 
-/// The messages of an upload: the metadata, then the audio in `chunk`-byte pieces.
+/// The messages of an upload: the metadata, the audio in `chunk`-byte pieces, the commit.
 pub(crate) fn upload_messages(
     metadata: Track,
     audio: &[u8],
@@ -274,7 +274,19 @@ pub(crate) fn upload_messages(
     messages.extend(audio.chunks(chunk).map(|piece| UploadTrackRequest {
         part: Some(Part::AudioChunk(piece.to_vec().into())),
     }));
+    messages.push(commit_message(audio));
     messages
+}
+
+/// The commit that ends an upload of `audio`.
+pub(crate) fn commit_message(audio: &[u8]) -> UploadTrackRequest {
+    use sha2::Digest;
+    UploadTrackRequest {
+        part: Some(Part::Commit(protos::creator::v1::UploadCommit {
+            size_bytes: audio.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(audio)),
+        })),
+    }
 }
 
 /// Uploads a track as `user` through the gateway.

@@ -233,14 +233,34 @@ async fn protocol_and_metadata_violations_are_refused_and_store_nothing() {
                 chunk(10),
                 UploadTrackRequest { part: None },
             ],
-            "part: every message must carry metadata or an audio chunk",
+            "part: every message must carry metadata, an audio chunk or the commit",
         ),
         (
-            vec![metadata_message(new_track("silent"))],
+            vec![metadata_message(new_track("silent")), commit_message(&[])],
             "audio_chunk: the upload carries no audio",
         ),
         (
-            vec![metadata_message(geo), chunk(10)],
+            vec![metadata_message(new_track("uncommitted")), chunk(10)],
+            "commit: the upload ended without its commit message",
+        ),
+        (
+            vec![
+                metadata_message(new_track("short")),
+                chunk(10),
+                commit_message(&[7u8; 11]),
+            ],
+            "commit.size_bytes: is 11 but 10 bytes arrived",
+        ),
+        (
+            vec![
+                metadata_message(new_track("corrupt")),
+                chunk(10),
+                commit_message(&[8u8; 10]),
+            ],
+            "commit.sha256: does not match",
+        ),
+        (
+            vec![metadata_message(geo), chunk(10), commit_message(&[7u8; 10])],
             "geoblocking.territories",
         ),
     ];
