@@ -1,5 +1,11 @@
 # Recipes for working on the repository; `just --list` shows them.
 
+# The Compose command: `docker compose` where the plugin exists, else docker-compose.
+compose := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi` + " -f deploy/compose.yaml -p domain-gateways"
+
+# The binaries that become images.
+binaries := "-p tracks -p likes -p follows -p counts -p consumer-gateway -p creator-gateway"
+
 # List the recipes.
 default:
     @just --list
@@ -11,6 +17,33 @@ up:
 # Run every test; with TEST_DATABASE_URL set, the storage tests also run on PostgreSQL.
 test:
     cargo test --workspace
+
+# Run the end-to-end scenarios against the topology started in-process.
+e2e:
+    cargo test -p e2e --test in_process
+
+# Build fully static release binaries and one image per service from them (nothing is pulled).
+images:
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu --bins {{binaries}}
+    {{compose}} build
+    @docker images 'domain-gateways/*' --format '{{{{.Repository}}:{{{{.Tag}}  {{{{.Size}}'
+
+# Build the images and start the Compose topology, waiting until every service is healthy.
+compose-up: images
+    {{compose}} up -d
+    deploy/wait-healthy.sh "{{compose}}"
+
+# Run the end-to-end scenarios and the chaos scenarios against the running Compose topology.
+compose-e2e: compose-up
+    E2E_COMPOSE="{{compose}}" cargo test -p e2e --test compose -- --nocapture
+
+# Stop the Compose topology and remove its containers, network and volumes.
+compose-down:
+    {{compose}} down -v --remove-orphans
+
+# Run the micro-benchmarks (criterion).
+bench:
+    cargo bench -p field-mask
 
 # Check formatting and lints, with warnings as errors.
 lint:

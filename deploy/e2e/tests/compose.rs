@@ -1,0 +1,26 @@
+//! The end-to-end scenarios, with chaos, against the Compose topology (`just compose-e2e`).
+//! Without `E2E_COMPOSE` (the Compose command of a running topology) it says so and skips.
+
+use e2e::{
+    Endpoints,
+    chaos::{self, Compose, Figures},
+    scenarios,
+};
+
+#[tokio::test]
+async fn the_scenarios_and_chaos_pass_on_the_compose_topology() {
+    let Some(compose) = Compose::from_env() else {
+        println!("skipping the Compose scenarios: E2E_COMPOSE is not set (run `just compose-e2e`)");
+        return;
+    };
+    let endpoints = Endpoints::from_env();
+    scenarios::browse(&endpoints).await;
+    scenarios::like_converges(&endpoints).await;
+    scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
+
+    let mut figures = Figures::default();
+    chaos::counts_outage(&endpoints, &compose, &mut figures).await;
+    chaos::tracks_outage(&endpoints, &compose, &mut figures).await;
+    chaos::kill_mid_writes(&endpoints, &compose, &mut figures).await;
+    println!("chaos figures: {figures:#?}");
+}

@@ -1,0 +1,31 @@
+//! The end-to-end scenarios against the topology running in this process.
+
+use std::time::Duration;
+
+use e2e::{Endpoints, scenarios};
+use topology::{Options, Topology};
+
+#[tokio::test]
+async fn the_scenarios_pass_on_the_in_process_topology() {
+    let topology = Topology::start(Options {
+        seed_users: 200,
+        seed_tracks: 300,
+        ephemeral: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    topology.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let endpoints = Endpoints {
+        consumer: topology.consumer_gateway.url(),
+        creator: topology.creator_gateway.url(),
+        tracks: topology.tracks.url(),
+        likes: topology.likes.url(),
+        follows: topology.follows.url(),
+        counts: topology.counts.url(),
+    };
+    scenarios::browse(&endpoints).await;
+    scenarios::like_converges(&endpoints).await;
+    scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
+    topology.stop().await.unwrap();
+}
