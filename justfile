@@ -1,7 +1,7 @@
 # Recipes for working on the repository; `just --list` shows them.
 
 # The Compose command: `docker compose` where the plugin exists, else docker-compose.
-compose := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi` + " -f deploy/compose.yaml -p domain-gateways"
+compose := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi` + " -f " + justfile_directory() + "/deploy/compose.yaml -p domain-gateways"
 
 # The binaries that become images.
 binaries := "-p tracks -p likes -p follows -p counts -p consumer-gateway -p creator-gateway"
