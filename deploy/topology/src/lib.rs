@@ -73,6 +73,7 @@ impl Options {
             grpc_addr: at(server.grpc_addr),
             metrics_addr: at(server.metrics_addr),
             drain_timeout_ms: server.drain_timeout_ms,
+            max_concurrent_requests: server.max_concurrent_requests,
         };
         Ok(Listeners::bind(&settings).await?)
     }

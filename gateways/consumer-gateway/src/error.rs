@@ -56,7 +56,7 @@ impl From<GatewayError> for Status {
             GatewayError::Upstream { service, status } => {
                 tracing::warn!(service, code = ?status.code(), message = status.message(), "upstream call failed");
                 match status.code() {
-                    Code::DeadlineExceeded => {
+                    Code::DeadlineExceeded | Code::Cancelled => {
                         Status::deadline_exceeded(format!("{service} did not answer in time"))
                     }
                     Code::NotFound => Status::not_found(TRACK_NOT_FOUND),

@@ -16,7 +16,7 @@ mod view;
 
 use std::sync::Arc;
 
-use authorization::{AuthSettings, Authenticator, Verifier};
+use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
 use prometheus_client::registry::Registry;
 use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,9 @@ pub struct Settings {
     pub upstreams: Upstreams,
     pub limits: Limits,
     pub retry: RetrySettings,
+    /// Rate limits keyed by the verified subject.
+    #[serde(default)]
+    pub rate_limit: RateLimitSettings,
 }
 
 /// The foundation services this gateway calls.
@@ -65,6 +68,8 @@ pub struct Limits {
     pub max_batch: usize,
     pub deadline_margin_ms: u64,
     pub max_list_rounds: usize,
+    /// The largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,7 +118,12 @@ pub async fn run(
     let audit = audit::Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
     let gateway = api::ConsumerApi::new(view, upstreams, audit, settings.limits.clone());
-    let service = ConsumerGatewayServer::with_interceptor(gateway, Authenticator::new(verifier));
+    let server = ConsumerGatewayServer::new(gateway)
+        .max_decoding_message_size(settings.limits.max_request_bytes);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        server,
+        Authenticator::new(verifier).with_rate_limits(&settings.rate_limit),
+    );
     let app = GrpcApp::new(
         tonic::service::Routes::new(service),
         "consumer.v1.ConsumerGateway",

@@ -182,9 +182,11 @@ async fn bounded<T>(
     }
 }
 
-/// An upstream failure as the gateway's error.
+/// An upstream failure as the gateway's error. The client's own enforcement of the call's
+/// `grpc-timeout` reports CANCELLED ("Timeout expired"); the gateway never cancels upstream
+/// calls otherwise, so both codes mean the budget ran out.
 pub(crate) fn upstream_error(service: &'static str, status: Status) -> GatewayError {
-    if status.code() == Code::DeadlineExceeded {
+    if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) {
         GatewayError::UpstreamDeadline { service }
     } else {
         GatewayError::Upstream { service, status }

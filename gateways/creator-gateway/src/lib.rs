@@ -29,7 +29,7 @@ mod upload;
 mod upstream;
 pub mod view;
 
-use authorization::{AuthSettings, Authenticator, Verifier};
+use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
 use prometheus_client::registry::Registry;
 use protos::creator::v1::creator_gateway_server::CreatorGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,9 @@ pub struct Settings {
     pub upstreams: Upstreams,
     pub calls: CallSettings,
     pub upload: UploadSettings,
+    /// Rate limits keyed by the verified subject.
+    #[serde(default)]
+    pub rate_limit: RateLimitSettings,
     #[serde(default)]
     pub faults: FaultSettings,
 }
@@ -143,7 +146,7 @@ pub async fn run(
         .max_decoding_message_size(settings.upload.max_chunk_bytes.saturating_add(1024));
     let routes = tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
         server,
-        Authenticator::new(verifier),
+        Authenticator::new(verifier).with_rate_limits(&settings.rate_limit),
     ));
     let app = GrpcApp::new(
         routes,

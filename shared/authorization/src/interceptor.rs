@@ -6,18 +6,31 @@ use std::sync::Arc;
 
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::{Principal, Verifier, token::TokenError};
+use crate::{
+    Principal, Verifier,
+    limit::{RateLimitSettings, RateLimits},
+    token::TokenError,
+};
 
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     verifier: Arc<Verifier>,
+    limits: Option<Arc<RateLimits>>,
 }
 
 impl Authenticator {
     pub fn new(verifier: Verifier) -> Self {
         Self {
             verifier: Arc::new(verifier),
+            limits: None,
         }
+    }
+
+    /// Also applies rate limits keyed by the verified subject: a call over its budget is
+    /// `RESOURCE_EXHAUSTED`, before any work is done for it.
+    pub fn with_rate_limits(mut self, settings: &RateLimitSettings) -> Self {
+        self.limits = Some(Arc::new(RateLimits::new(settings)));
+        self
     }
 
     fn principal(&self, request: &Request<()>) -> Result<Principal, TokenError> {
@@ -39,6 +52,17 @@ impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         match self.principal(&request) {
             Ok(principal) => {
+                if let Some(limits) = &self.limits
+                    && !limits.admit(&principal)
+                {
+                    tracing::debug!(
+                        user = principal.user().unwrap_or("anonymous"),
+                        "rate limited"
+                    );
+                    return Err(Status::resource_exhausted(
+                        "rate limit exceeded for this caller; retry later",
+                    ));
+                }
                 request.extensions_mut().insert(principal);
                 Ok(request)
             }

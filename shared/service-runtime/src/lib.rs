@@ -8,13 +8,18 @@
 //! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown.
 //!
 //! Tower layers around every gRPC server, outermost first: [`metrics::GrpcMetricsLayer`] (so
-//! that injected faults are counted like real ones), then [`faults::FaultLayer`].
+//! that shed calls and injected faults are counted like real ones), [`shed::ShedLayer`], then
+//! [`faults::FaultLayer`]. Around every upstream channel, outermost first:
+//! [`breaker::BreakerLayer`] (so that refused calls are not counted as upstream calls), then
+//! [`metrics::GrpcMetricsLayer`].
 
+pub mod breaker;
 pub mod cli;
 pub mod faults;
 pub mod metrics;
 pub mod serve;
 pub mod settings;
+pub mod shed;
 pub mod shutdown;
 pub mod spawn;
 pub mod telemetry;

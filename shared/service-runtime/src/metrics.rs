@@ -52,6 +52,13 @@ fn latency_histogram() -> Histogram {
 pub struct GrpcMetrics {
     handled: Family<HandledLabels, Counter>,
     handling: HistogramFamily<MethodLabels>,
+    /// Client side only: calls refused by an open circuit, by upstream.
+    short_circuited: Family<UpstreamLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
 }
 
 impl GrpcMetrics {
@@ -62,13 +69,29 @@ impl GrpcMetrics {
 
     /// `grpc_client_handled_total` and `grpc_client_handling_seconds`: upstream calls.
     pub fn register_client(registry: &mut Registry) -> Self {
-        Self::register_side(registry, "client", "by the client (upstream calls)")
+        let metrics = Self::register_side(registry, "client", "by the client (upstream calls)");
+        registry.register(
+            "grpc_client_short_circuited",
+            "Upstream calls refused without being made because the upstream's circuit was open",
+            metrics.short_circuited.clone(),
+        );
+        metrics
+    }
+
+    /// The counter of calls an open circuit refused for `upstream`.
+    pub fn short_circuited(&self, upstream: &str) -> Counter {
+        self.short_circuited
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .clone()
     }
 
     fn register_side(registry: &mut Registry, side: &str, whose: &str) -> Self {
         let metrics = Self {
             handled: Family::default(),
             handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            short_circuited: Family::default(),
         };
         registry.register(
             format!("grpc_{side}_handled"),
@@ -252,6 +275,16 @@ pin_project_lite::pin_project! {
             if let Some(call) = this.project().pending.take() {
                 call.finish(Code::Cancelled);
             }
+        }
+    }
+}
+
+/// An empty body that records nothing: what a layer outside the metrics answers with on its own.
+impl<B: Default> Default for MeteredBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            pending: None,
         }
     }
 }

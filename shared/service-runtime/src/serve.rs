@@ -13,6 +13,7 @@ use crate::{
     faults::{FaultLayer, FaultSettings},
     metrics::{GrpcMetrics, GrpcMetricsLayer, encode},
     settings::ServerSettings,
+    shed::ShedLayer,
 };
 
 /// One service binary's gRPC application.
@@ -29,6 +30,8 @@ pub struct GrpcApp {
     pub faults: FaultSettings,
     /// How long in-flight calls may run after the shutdown signal.
     pub drain_timeout: Duration,
+    /// The most calls handled at once (0: no limit); see [`crate::shed`].
+    pub max_concurrent_requests: usize,
 }
 
 impl GrpcApp {
@@ -49,6 +52,7 @@ impl GrpcApp {
             registry,
             faults,
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
+            max_concurrent_requests: server.max_concurrent_requests,
         }
     }
 }
@@ -119,6 +123,7 @@ pub async fn serve(
         mut registry,
         faults,
         drain_timeout,
+        max_concurrent_requests,
     } = app;
     crate::faults::validate(&faults).map_err(ServeError::Settings)?;
 
@@ -186,10 +191,13 @@ pub async fn serve(
 
     let layers = tower::ServiceBuilder::new()
         .layer(GrpcMetricsLayer::new(rpc_metrics))
+        .layer(ShedLayer::new(max_concurrent_requests))
         .layer(FaultLayer::new(faults))
         .into_inner();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // HTTP/1.1 as well as h2c, for routes merged beside gRPC (the gateways' Twirp).
+        .accept_http1(true)
         .layer(layers)
         .add_routes(routes)
         .serve_with_incoming_shutdown(

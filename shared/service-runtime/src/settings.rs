@@ -100,6 +100,10 @@ pub struct ServerSettings {
     pub metrics_addr: SocketAddr,
     /// How long in-flight calls may run after a shutdown signal before they are cut off.
     pub drain_timeout_ms: u64,
+    /// The most calls handled at once; beyond it calls are shed with RESOURCE_EXHAUSTED at
+    /// once instead of queueing. 0 means no limit.
+    #[serde(default)]
+    pub max_concurrent_requests: usize,
 }
 
 /// Settings every service has besides its own.

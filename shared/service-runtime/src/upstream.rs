@@ -8,10 +8,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tonic::{metadata::MetadataMap, transport::Channel};
 
-use crate::metrics::{GrpcMetrics, GrpcMetricsLayer, GrpcMetricsService};
+use crate::{
+    breaker::{BreakerLayer, BreakerService},
+    metrics::{GrpcMetrics, GrpcMetricsLayer, GrpcMetricsService},
+};
 
-/// A channel whose calls are counted.
-pub type UpstreamChannel = GrpcMetricsService<Channel>;
+/// A channel whose calls pass a circuit breaker and are counted.
+pub type UpstreamChannel = BreakerService<GrpcMetricsService<Channel>>;
 
 /// Where an upstream service is and how long its calls may take.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +25,20 @@ pub struct UpstreamSettings {
     /// The longest any one call may take, whatever the inbound deadline allows.
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// Consecutive failed calls that open the upstream's circuit (0: never).
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe call may go through.
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_cooldown_ms() -> u64 {
+    1000
 }
 
 /// A lazily connecting, counted channel to an upstream. `field` names the settings key in
@@ -37,10 +54,18 @@ pub fn channel(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    Ok(tower::Layer::layer(
+    let name = field.rsplit('.').next().unwrap_or(field);
+    let counted = tower::Layer::layer(
         &GrpcMetricsLayer::new(metrics.clone()),
         endpoint.connect_lazy(),
-    ))
+    );
+    let breaker = BreakerLayer::new(
+        name,
+        settings.breaker_failures,
+        Duration::from_millis(settings.breaker_cooldown_ms),
+        metrics.short_circuited(name),
+    );
+    Ok(tower::Layer::layer(&breaker, counted))
 }
 
 /// The timeout the caller gave this call, from its `grpc-timeout` header.
@@ -105,6 +130,7 @@ mod tests {
                 grpc_addr: listeners.grpc_addr().unwrap(),
                 metrics_addr: listeners.metrics_addr().unwrap(),
                 drain_timeout_ms: 1000,
+                max_concurrent_requests: 0,
             },
             Default::default(),
             Default::default(),
@@ -118,6 +144,8 @@ mod tests {
             url,
             timeout_ms: 1000,
             connect_timeout_ms: 1000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 1000,
         };
         let mut client =
             HealthClient::new(channel("upstreams.health", &settings, &metrics).unwrap());

@@ -240,7 +240,7 @@ async fn no_rpc_leaks_a_hidden_track_and_hidden_looks_missing() {
             }
             (Ok(_), true, false) => {}
             (Err(status), false, _) => {
-                assert_eq!(status.code(), Code::NotFound, "{why}");
+                assert_eq!(status.code(), Code::NotFound, "{why}: {status:?}");
                 not_found_messages.insert(status.message().to_owned());
             }
             _ => panic!("RepostTrack, {why}: {repost:?}"),

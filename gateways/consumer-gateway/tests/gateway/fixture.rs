@@ -96,6 +96,17 @@ impl Topology {
         settings.upstreams.likes.url = likes.url();
         settings.upstreams.follows.url = follows.url();
         settings.upstreams.counts.url = counts.url();
+        // Tests run many topologies at once on few cores: generous caps keep slowness from
+        // looking like failure, except where a test tightens them.
+        for upstream in [
+            &mut settings.upstreams.tracks,
+            &mut settings.upstreams.likes,
+            &mut settings.upstreams.follows,
+            &mut settings.upstreams.counts,
+        ] {
+            upstream.timeout_ms = 5000;
+            upstream.connect_timeout_ms = 5000;
+        }
         tune(&mut settings);
         let gateway = Running::ephemeral("consumer-gateway", move |l, stop| {
             consumer_gateway::run(settings, l, stop)

@@ -4,6 +4,7 @@
 mod authorization_matrix;
 mod commands;
 mod fixture;
+mod hardening;
 mod queries;
 mod resilience;
 mod tokens;
