@@ -22,7 +22,7 @@ use protos::{
         },
     },
 };
-use service_runtime::upstream::inbound_timeout;
+use service_runtime::{idempotency::IdempotencyStore, upstream::inbound_timeout};
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use crate::{
@@ -43,6 +43,7 @@ pub(crate) struct ConsumerApi {
     clients: Arc<Clients>,
     audit: Audit,
     limits: Limits,
+    idempotency: Arc<IdempotencyStore>,
 }
 
 /// What a command acts on.
@@ -56,18 +57,34 @@ enum Command {
     Unfollow,
 }
 
+impl Command {
+    /// The gRPC method, which keys idempotent replays together with the request.
+    fn method(self) -> &'static str {
+        match self {
+            Self::Like => "/consumer.v1.ConsumerGateway/LikeTrack",
+            Self::Unlike => "/consumer.v1.ConsumerGateway/UnlikeTrack",
+            Self::Repost => "/consumer.v1.ConsumerGateway/RepostTrack",
+            Self::Unrepost => "/consumer.v1.ConsumerGateway/UnrepostTrack",
+            Self::Follow => "/consumer.v1.ConsumerGateway/FollowCreator",
+            Self::Unfollow => "/consumer.v1.ConsumerGateway/UnfollowCreator",
+        }
+    }
+}
+
 impl ConsumerApi {
     pub(crate) fn new(
         view: Arc<TrackView>,
         clients: Clients,
         audit: Audit,
         limits: Limits,
+        idempotency: Arc<IdempotencyStore>,
     ) -> Self {
         Self {
             view,
             clients: Arc::new(clients),
             audit,
             limits,
+            idempotency,
         }
     }
 
@@ -104,6 +121,7 @@ impl ConsumerApi {
         Ok(track)
     }
 
+    /// Runs a command once per idempotency key (see `service_runtime::idempotency`).
     async fn command(
         &self,
         request: Request<String>,
@@ -111,6 +129,7 @@ impl ConsumerApi {
     ) -> Result<Response<CommandResponse>, Status> {
         let principal = principal(&request)?;
         let inbound = inbound_timeout(request.metadata());
+        let metadata = request.metadata().clone();
         let track_id = request.into_inner();
         let user = principal
             .user()
@@ -119,26 +138,43 @@ impl ConsumerApi {
             ))?
             .to_owned();
         check_id("track_id", &track_id)?;
+        let response = self
+            .idempotency
+            .run(&metadata, &user, command.method(), &track_id, || {
+                self.run_command(&principal, inbound, &track_id, user.clone(), command)
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn run_command(
+        &self,
+        principal: &Principal,
+        inbound: Option<Duration>,
+        track_id: &str,
+        user: String,
+        command: Command,
+    ) -> Result<CommandResponse, Status> {
         let track = self
-            .visible_track(&track_id, &principal, None, inbound)
+            .visible_track(track_id, principal, None, inbound)
             .await?;
         let own = track.owner_id == user;
         let clients = &self.clients;
         let reaction = ReactionRequest {
             user_id: user.clone(),
-            track_id: track_id.clone(),
+            track_id: track_id.to_owned(),
         };
         let changed = match command {
             Command::Repost if own => {
                 self.audit
-                    .command_refused(&track_id, Some(&user), "own_track");
+                    .command_refused(track_id, Some(&user), "own_track");
                 return Err(
                     GatewayError::FailedPrecondition("you cannot repost your own track").into(),
                 );
             }
             Command::Follow | Command::Unfollow if own => {
                 self.audit
-                    .command_refused(&track_id, Some(&user), "own_account");
+                    .command_refused(track_id, Some(&user), "own_account");
                 return Err(GatewayError::FailedPrecondition("you cannot follow yourself").into());
             }
             Command::Like | Command::Unlike | Command::Repost | Command::Unrepost => {
@@ -173,7 +209,7 @@ impl ConsumerApi {
                     .changed
             }
         };
-        Ok(Response::new(CommandResponse { changed }))
+        Ok(CommandResponse { changed })
     }
 }
 

@@ -22,6 +22,7 @@ use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
 use serde::{Deserialize, Serialize};
 use service_runtime::{
     GrpcApp, Listeners, ServeError, ServerSettings,
+    idempotency::IdempotencyStore,
     cli::{ServiceSettings, Shutdown},
     metrics::GrpcMetrics,
     settings::SettingsSource,
@@ -50,6 +51,16 @@ pub struct Settings {
     /// Rate limits keyed by the verified subject.
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
+    pub idempotency: IdempotencySettings,
+}
+
+/// How long command results are kept for retries carrying the same `idempotency-key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    pub ttl_seconds: u64,
+    /// The most keys held at once; beyond it keyed commands are RESOURCE_EXHAUSTED.
+    pub max_keys: usize,
 }
 
 /// The foundation services this gateway calls.
@@ -117,7 +128,16 @@ pub async fn run(
         upstreams::Clients::new(&settings, &client_metrics).map_err(RunError::Settings)?;
     let audit = audit::Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
-    let gateway = api::ConsumerApi::new(view, upstreams, audit, settings.limits.clone());
+    let gateway = api::ConsumerApi::new(
+        view,
+        upstreams,
+        audit,
+        settings.limits.clone(),
+        IdempotencyStore::new(
+            std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
+            settings.idempotency.max_keys,
+        ),
+    );
     let server = ConsumerGatewayServer::new(gateway)
         .max_decoding_message_size(settings.limits.max_request_bytes);
     let service = tonic::service::interceptor::InterceptedService::new(

@@ -16,6 +16,7 @@
 pub mod breaker;
 pub mod cli;
 pub mod faults;
+pub mod idempotency;
 pub mod metrics;
 pub mod serve;
 pub mod settings;

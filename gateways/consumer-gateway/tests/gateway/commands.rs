@@ -230,3 +230,59 @@ async fn downloads_stream_the_uploaded_audio_or_are_refused() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_retried_command_with_its_idempotency_key_has_one_effect_and_the_first_result() {
+    let t = Topology::start().await;
+    let listener = "usr_idempotent";
+    let before = view(&t, listener).await.stats.unwrap().likes_count.unwrap();
+    let keyed = |track: &str, key: &str| {
+        let mut request = as_user(
+            LikeTrackRequest {
+                track_id: track.into(),
+            },
+            Some(listener),
+            "US",
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    let mut client = t.client.clone();
+    let first = client
+        .like_track(keyed(TRACK, "like-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = client
+        .like_track(keyed(TRACK, "like-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first.changed && retry.changed,
+        "the retry gets the first result"
+    );
+    let fresh = client
+        .like_track(keyed(TRACK, "like-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !fresh.changed,
+        "a new key runs the command, which changes nothing now"
+    );
+    let reused = client
+        .like_track(keyed("trk_00001", "like-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    assert!(reused.message().starts_with("idempotency-key"));
+    eventually(
+        Duration::from_secs(20),
+        "the like to be counted",
+        || async { view(&t, listener).await.stats.unwrap().likes_count == Some(before + 1) },
+    )
+    .await;
+}
