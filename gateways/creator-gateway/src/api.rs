@@ -1,7 +1,7 @@
 //! The gRPC edge of the creator gateway: each handler reads the caller, checks the request,
 //! runs the planned foundation calls and assembles the owner's view.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use authorization::interceptor;
 use field_mask::{CallError, Mask, run_stage};
@@ -20,6 +20,7 @@ use protos::{
         },
     },
 };
+use service_runtime::idempotency::{IDEMPOTENCY_KEY, IdempotencyStore};
 use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataValue};
 
 use crate::{
@@ -39,6 +40,7 @@ pub(crate) struct CreatorApi {
     view: CreatorView,
     clients: Clients,
     upload: UploadSettings,
+    idempotency: Arc<IdempotencyStore>,
 }
 
 /// What the caller may see of one track: the view trimmed to the mask, and the mask paths
@@ -67,11 +69,17 @@ enum Fetched {
 }
 
 impl CreatorApi {
-    pub(crate) fn new(view: CreatorView, clients: Clients, upload: UploadSettings) -> Self {
+    pub(crate) fn new(
+        view: CreatorView,
+        clients: Clients,
+        upload: UploadSettings,
+        idempotency: Arc<IdempotencyStore>,
+    ) -> Self {
         Self {
             view,
             clients,
             upload,
+            idempotency,
         }
     }
 
@@ -491,10 +499,32 @@ impl CreatorGateway for CreatorApi {
     ) -> Result<Response<pb::Track>, Status> {
         let user = user(&request)?;
         let inbound = inbound_timeout(&request);
-        let assembled = self
-            .update_track(&user, request.into_inner(), inbound)
+        if request.metadata().get(IDEMPOTENCY_KEY).is_none() {
+            let assembled = self
+                .update_track(&user, request.into_inner(), inbound)
+                .await?;
+            return Ok(assembled.into_response());
+        }
+        // A keyed update replays its first result (without the degraded-fields header).
+        let metadata = request.metadata().clone();
+        let message = request.into_inner();
+        let track = self
+            .idempotency
+            .run(
+                &metadata,
+                &user,
+                "/creator.v1.CreatorGateway/UpdateTrack",
+                &message,
+                || async {
+                    Ok::<_, Status>(
+                        self.update_track(&user, message.clone(), inbound)
+                            .await?
+                            .message,
+                    )
+                },
+            )
             .await?;
-        Ok(assembled.into_response())
+        Ok(Response::new(track))
     }
 
     async fn delete_track(
@@ -503,7 +533,19 @@ impl CreatorGateway for CreatorApi {
     ) -> Result<Response<()>, Status> {
         let user = user(&request)?;
         let inbound = inbound_timeout(&request);
-        self.delete_track(&user, request.into_inner(), inbound)
+        let metadata = request.metadata().clone();
+        let message = request.into_inner();
+        self.idempotency
+            .run(
+                &metadata,
+                &user,
+                "/creator.v1.CreatorGateway/DeleteTrack",
+                &message,
+                || async {
+                    self.delete_track(&user, message.clone(), inbound).await?;
+                    Ok::<_, Status>(())
+                },
+            )
             .await?;
         Ok(Response::new(()))
     }

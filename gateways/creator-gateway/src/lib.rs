@@ -37,6 +37,7 @@ use service_runtime::{
     GrpcApp, Listeners, ServeError, ServerSettings,
     cli::{ServiceSettings, Shutdown},
     faults::FaultSettings,
+    idempotency::IdempotencyStore,
     metrics::GrpcMetrics,
     settings::SettingsSource,
     telemetry::LogSettings,
@@ -65,8 +66,18 @@ pub struct Settings {
     /// Rate limits keyed by the verified subject.
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
+    pub idempotency: IdempotencySettings,
     #[serde(default)]
     pub faults: FaultSettings,
+}
+
+/// How long command results are kept for retries carrying the same `idempotency-key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    pub ttl_seconds: u64,
+    /// The most keys held at once; beyond it keyed commands are RESOURCE_EXHAUSTED.
+    pub max_keys: usize,
 }
 
 /// The foundation services this gateway calls.
@@ -141,7 +152,15 @@ pub async fn run(
     let client_metrics = GrpcMetrics::register_client(&mut registry);
     let upstreams =
         upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
-    let api = api::CreatorApi::new(view, upstreams, settings.upload.clone());
+    let api = api::CreatorApi::new(
+        view,
+        upstreams,
+        settings.upload.clone(),
+        IdempotencyStore::new(
+            std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
+            settings.idempotency.max_keys,
+        ),
+    );
     let server = CreatorGatewayServer::new(api)
         .max_decoding_message_size(settings.upload.max_chunk_bytes.saturating_add(1024));
     let routes = tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(

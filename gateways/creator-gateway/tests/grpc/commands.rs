@@ -477,3 +477,58 @@ async fn delete_removes_the_track_its_reactions_and_its_counters() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn keyed_commands_replay_their_first_result() {
+    let topology = Topology::start().await;
+    let mut client = topology.client().await;
+    let track = upload_as(&mut client, OWNER, new_track("keyed"), &audio(64, 3))
+        .await
+        .unwrap();
+    let keyed = |key: &str| {
+        let mut request = owner(DeleteTrackRequest {
+            track_id: track.id.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    client.delete_track(keyed("delete-1")).await.unwrap();
+    client
+        .delete_track(keyed("delete-1"))
+        .await
+        .expect("the retry gets the first result, not NOT_FOUND");
+    let fresh = client.delete_track(keyed("delete-2")).await.unwrap_err();
+    assert_eq!(
+        fresh.code(),
+        Code::NotFound,
+        "a new key runs the command again"
+    );
+
+    let update = |key: &str, title: &str| {
+        let mut request = owner(UpdateTrackRequest {
+            track: Some(Track {
+                id: track.id.clone(),
+                title: title.into(),
+                ..Track::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["title".into()],
+            }),
+        });
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    let reused = client
+        .update_track(update("delete-1", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reused.code(),
+        Code::InvalidArgument,
+        "a key names one request"
+    );
+}
