@@ -8,6 +8,7 @@
 
 pub mod chaos;
 pub mod scenarios;
+pub mod twirp;
 
 use std::time::{Duration, Instant};
 

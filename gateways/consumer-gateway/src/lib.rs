@@ -11,6 +11,7 @@ mod api;
 mod audit;
 mod error;
 mod rules;
+mod twirp;
 mod upstreams;
 mod view;
 
@@ -22,8 +23,8 @@ use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
 use serde::{Deserialize, Serialize};
 use service_runtime::{
     GrpcApp, Listeners, ServeError, ServerSettings,
-    idempotency::IdempotencyStore,
     cli::{ServiceSettings, Shutdown},
+    idempotency::IdempotencyStore,
     metrics::GrpcMetrics,
     settings::SettingsSource,
     telemetry::LogSettings,
@@ -128,7 +129,7 @@ pub async fn run(
         upstreams::Clients::new(&settings, &client_metrics).map_err(RunError::Settings)?;
     let audit = audit::Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
-    let gateway = api::ConsumerApi::new(
+    let gateway = Arc::new(api::ConsumerApi::new(
         view,
         upstreams,
         audit,
@@ -137,15 +138,16 @@ pub async fn run(
             std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
             settings.idempotency.max_keys,
         ),
-    );
-    let server = ConsumerGatewayServer::new(gateway)
+    ));
+    let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
+    let server = ConsumerGatewayServer::from_arc(gateway.clone())
         .max_decoding_message_size(settings.limits.max_request_bytes);
-    let service = tonic::service::interceptor::InterceptedService::new(
-        server,
-        Authenticator::new(verifier).with_rate_limits(&settings.rate_limit),
-    );
+    let service =
+        tonic::service::interceptor::InterceptedService::new(server, authenticator.clone());
+    // Twirp shares the port, the authenticator (and its rate limits) and the implementation.
+    let routes = twirp::add_to(tonic::service::Routes::new(service), gateway, authenticator);
     let app = GrpcApp::new(
-        tonic::service::Routes::new(service),
+        routes,
         "consumer.v1.ConsumerGateway",
         protos::descriptors::CONSUMER,
         &settings.server,

@@ -24,6 +24,7 @@
 
 mod api;
 mod error;
+mod twirp;
 mod update;
 mod upload;
 mod upstream;
@@ -152,7 +153,7 @@ pub async fn run(
     let client_metrics = GrpcMetrics::register_client(&mut registry);
     let upstreams =
         upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
-    let api = api::CreatorApi::new(
+    let api = std::sync::Arc::new(api::CreatorApi::new(
         view,
         upstreams,
         settings.upload.clone(),
@@ -160,13 +161,16 @@ pub async fn run(
             std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
             settings.idempotency.max_keys,
         ),
-    );
-    let server = CreatorGatewayServer::new(api)
+    ));
+    let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
+    let server = CreatorGatewayServer::from_arc(api.clone())
         .max_decoding_message_size(settings.upload.max_chunk_bytes.saturating_add(1024));
     let routes = tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
         server,
-        Authenticator::new(verifier).with_rate_limits(&settings.rate_limit),
+        authenticator.clone(),
     ));
+    // Twirp shares the port, the authenticator (and its rate limits) and the implementation.
+    let routes = twirp::add_to(routes, api, authenticator);
     let app = GrpcApp::new(
         routes,
         SERVICE_NAME,
