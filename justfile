@@ -4,7 +4,10 @@
 compose := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi` + " -f " + justfile_directory() + "/deploy/compose.yaml -p domain-gateways"
 
 # The binaries that become images.
-binaries := "-p tracks -p likes -p follows -p counts -p consumer-gateway -p creator-gateway"
+binaries := "tracks likes follows counts consumer-gateway creator-gateway"
+
+# Where cargo puts its output.
+target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() + "/target")
 
 # List the recipes.
 default:
@@ -24,7 +27,9 @@ e2e:
 
 # Build fully static release binaries and one image per service from them (nothing is pulled).
 images:
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu --bins {{binaries}}
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu --bins {{ replace_regex(binaries, '(\S+)', '-p $1') }}
+    mkdir -p deploy/docker/bin
+    for binary in {{binaries}}; do cp "{{target_dir}}/x86_64-unknown-linux-gnu/release/$binary" deploy/docker/bin/; done
     {{compose}} build
     @docker images 'domain-gateways/*' --format '{{{{.Repository}}:{{{{.Tag}}  {{{{.Size}}'
 
