@@ -145,7 +145,12 @@ pub async fn run(
     let service =
         tonic::service::interceptor::InterceptedService::new(server, authenticator.clone());
     // Twirp shares the port, the authenticator (and its rate limits) and the implementation.
-    let routes = twirp::add_to(tonic::service::Routes::new(service), gateway, authenticator);
+    let routes = twirp::add_to(
+        tonic::service::Routes::new(service),
+        gateway,
+        authenticator,
+        settings.limits.max_request_bytes,
+    );
     let app = GrpcApp::new(
         routes,
         "consumer.v1.ConsumerGateway",

@@ -15,12 +15,13 @@ use twirp_bridge::TwirpService;
 
 use crate::api::ConsumerApi;
 
-/// Adds the Twirp routes to the gRPC `routes`. The descriptor pool is decoded here, once, at
-/// start-up.
+/// Adds the Twirp routes to the gRPC `routes`, accepting request bodies up to `body_limit`
+/// bytes (the gRPC message limit). The descriptor pool is decoded here, once, at start-up.
 pub(crate) fn add_to(
     routes: Routes,
     api: Arc<ConsumerApi>,
     authenticator: Authenticator,
+    body_limit: usize,
 ) -> Routes {
     let pool = DescriptorPool::decode(protos::descriptors::CONSUMER)
         .expect("the consumer descriptor set is generated at build time and decodes");
@@ -28,6 +29,7 @@ pub(crate) fn add_to(
         .get_service_by_name("consumer.v1.ConsumerGateway")
         .expect("the consumer descriptor set holds the service");
     let twirp = TwirpService::new(service, api, authenticator)
+        .body_limit(body_limit)
         .unary("GetTrack", |api, request| async move {
             ConsumerGateway::get_track(&*api, request).await
         })

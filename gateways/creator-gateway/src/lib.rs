@@ -170,7 +170,12 @@ pub async fn run(
         authenticator.clone(),
     ));
     // Twirp shares the port, the authenticator (and its rate limits) and the implementation.
-    let routes = twirp::add_to(routes, api, authenticator);
+    let routes = twirp::add_to(
+        routes,
+        api,
+        authenticator,
+        settings.upload.max_chunk_bytes.saturating_add(1024),
+    );
     let app = GrpcApp::new(
         routes,
         SERVICE_NAME,

@@ -15,15 +15,21 @@ use twirp_bridge::TwirpService;
 
 use crate::{SERVICE_NAME, api::CreatorApi};
 
-/// Adds the Twirp routes to the gRPC `routes`. The descriptor pool is decoded here, once, at
-/// start-up.
-pub(crate) fn add_to(routes: Routes, api: Arc<CreatorApi>, authenticator: Authenticator) -> Routes {
+/// Adds the Twirp routes to the gRPC `routes`, accepting request bodies up to `body_limit`
+/// bytes (the gRPC message limit). The descriptor pool is decoded here, once, at start-up.
+pub(crate) fn add_to(
+    routes: Routes,
+    api: Arc<CreatorApi>,
+    authenticator: Authenticator,
+    body_limit: usize,
+) -> Routes {
     let pool = DescriptorPool::decode(protos::descriptors::CREATOR)
         .expect("the creator descriptor set is generated at build time and decodes");
     let service = pool
         .get_service_by_name(SERVICE_NAME)
         .expect("the creator descriptor set holds the service");
     let twirp = TwirpService::new(service, api, authenticator)
+        .body_limit(body_limit)
         .unary("GetTrack", |api, request| async move {
             CreatorGateway::get_track(&*api, request).await
         })

@@ -100,6 +100,10 @@ struct Fake;
 struct User(String);
 
 fn router() -> axum::Router {
+    router_limited(DEFAULT_BODY_LIMIT)
+}
+
+fn router_limited(limit: usize) -> axum::Router {
     let service = pool()
         .get_service_by_name("consumer.v1.ConsumerGateway")
         .unwrap();
@@ -141,7 +145,7 @@ fn router() -> axum::Router {
             );
         }
     }
-    twirp.into_router()
+    twirp.body_limit(limit).into_router()
 }
 
 async fn send(
@@ -259,4 +263,22 @@ fn a_service_without_every_unary_handler_is_refused_at_start_up() {
     });
     let message = *outcome.unwrap_err().downcast::<String>().unwrap();
     assert!(message.contains("missing: GetTrack"), "{message}");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/twirp/consumer.v1.ConsumerGateway/LikeTrack")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer usr_1")
+        .body(Body::from(r#"{"trackId":"trk_0000000001"}"#))
+        .unwrap();
+    let response = router_limited(16).oneshot(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], "malformed", "{body}");
 }
