@@ -231,13 +231,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallOutcome {
     pub response: Value,
+    /// The response pretty-printed in field order (as the `.proto` declares the fields).
+    pub pretty: String,
     pub degraded: Vec<String>,
 }
 
 impl CallOutcome {
     /// The response, pretty-printed, then `degraded: …` when some fields were left out.
     pub fn render(&self) -> String {
-        let mut text = serde_json::to_string_pretty(&self.response).unwrap_or_default();
+        let mut text = self.pretty.clone();
         text.push('\n');
         if !self.degraded.is_empty() {
             text.push_str(&format!("degraded: {}\n", self.degraded.join(",")));
@@ -279,12 +281,14 @@ pub async fn call(
     }
     let channel = connect(gateway.url(global)).await?;
     let (response, degraded) = call_dynamic(channel, &method, &request, &global.bearer()).await?;
-    let mut serializer = serde_json::Serializer::new(Vec::new());
+    let mut serializer = serde_json::Serializer::pretty(Vec::new());
     response
         .serialize_with_options(&mut serializer, &SerializeOptions::new())
         .context("cannot render the response as JSON")?;
+    let pretty = String::from_utf8(serializer.into_inner())?;
     Ok(CallOutcome {
-        response: serde_json::from_slice(&serializer.into_inner())?,
+        response: serde_json::from_str(&pretty)?,
+        pretty,
         degraded,
     })
 }
