@@ -149,7 +149,9 @@ impl IdempotencyStore {
             }
             Err(_) => None,
         };
-        if let (Some(kept), Some(slot)) = (kept, guard.slot.take())
+        // Without a result worth keeping the guard frees the key when it drops.
+        if let Some(kept) = kept
+            && let Some(slot) = guard.slot.take()
             && let Ok(mut entries) = self.entries.lock()
         {
             entries.insert(

@@ -85,7 +85,15 @@ where
             }
             Err(_) => {
                 tracing::debug!(path = request.uri().path(), "shedding a call");
-                Box::pin(async {
+                let twirp = request.uri().path().starts_with("/twirp/");
+                Box::pin(async move {
+                    if twirp {
+                        // Twirp clients read the HTTP status; a gRPC-style 200 would look like
+                        // an empty success to them.
+                        let mut response = Response::new(ResBody::default());
+                        *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                        return Ok(response);
+                    }
                     Ok(Status::resource_exhausted(
                         "the server is at its concurrency limit; retry with backoff",
                     )
