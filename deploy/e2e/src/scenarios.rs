@@ -298,3 +298,45 @@ pub async fn creator_changes_reach_listeners_at_once(e: &Endpoints) {
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 }
+
+/// Twirp on the consumer gateway's port: a masked JSON GetTrack over plain HTTP/1.1, and a
+/// hidden track answered with the same not-found as over gRPC.
+pub async fn twirp_reads(e: &Endpoints) {
+    use crate::twirp::{JSON, post};
+    let token = authorization::token::mint_development_token(None, "US", 600);
+    let shown = post(
+        &e.consumer,
+        "consumer.v1.ConsumerGateway/GetTrack",
+        JSON,
+        Some(&token),
+        br#"{"trackId":"trk_00001","readMask":"title,stats.likesCount"}"#,
+    )
+    .await;
+    assert_eq!(
+        shown.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&shown.body)
+    );
+    let body = shown.json();
+    assert!(body["title"].is_string(), "{body}");
+    assert!(
+        body["stats"]["likesCount"].is_string(),
+        "64-bit counts are strings: {body}"
+    );
+    assert!(
+        body.get("description").is_none(),
+        "fields outside the mask are omitted: {body}"
+    );
+    let hidden = post(
+        &e.consumer,
+        "consumer.v1.ConsumerGateway/GetTrack",
+        JSON,
+        Some(&token),
+        br#"{"trackId":"trk_00003"}"#,
+    )
+    .await;
+    assert_eq!(hidden.status, 404);
+    assert_eq!(hidden.json()["code"], "not_found");
+    assert_eq!(hidden.json()["msg"], "track not found");
+}

@@ -17,6 +17,7 @@ async fn the_scenarios_and_chaos_pass_on_the_compose_topology() {
     scenarios::browse(&endpoints).await;
     scenarios::like_converges(&endpoints).await;
     scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
+    scenarios::twirp_reads(&endpoints).await;
 
     let mut figures = Figures::default();
     chaos::counts_outage(&endpoints, &compose, &mut figures).await;

@@ -27,5 +27,6 @@ async fn the_scenarios_pass_on_the_in_process_topology() {
     scenarios::browse(&endpoints).await;
     scenarios::like_converges(&endpoints).await;
     scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
+    scenarios::twirp_reads(&endpoints).await;
     topology.stop().await.unwrap();
 }

@@ -17,10 +17,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "http://127.0.0.1:50051".into());
     let calls: usize = args.next().map_or(Ok(2000), |n| n.parse())?;
     let mut client = ConsumerGatewayClient::connect(url).await?;
-    let header = MetadataValue::try_from(format!(
-        "Bearer {}",
-        mint_development_token(Some("usr_0999"), "US", 3600)
-    ))?;
+    // Many listeners, so that the per-user rate limit is not what is measured.
+    let headers = (800..1000)
+        .map(|n| {
+            MetadataValue::try_from(format!(
+                "Bearer {}",
+                mint_development_token(Some(&format!("usr_{n:04}")), "US", 3600)
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // Public tracks playable everywhere: n % 10 != 3 and n % 20 not 7 or 11.
     let ids: Vec<String> = (1..=1000u32)
         .filter(|n| n % 10 != 3 && n % 20 != 7 && n % 20 != 11)
@@ -35,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         request
             .metadata_mut()
-            .insert("authorization", header.clone());
+            .insert("authorization", headers[i % headers.len()].clone());
         let started = Instant::now();
         client.get_track(request).await?;
         if i >= 200 {

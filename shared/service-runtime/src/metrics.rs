@@ -157,8 +157,10 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Splits `/package.Service/Method` into its service and method.
+/// Splits `/package.Service/Method` (or its Twirp form `/twirp/package.Service/Method`) into
+/// its service and method, so that both protocols count under the same labels.
 pub fn split_path(path: &str) -> (&str, &str) {
+    let path = path.strip_prefix("/twirp").unwrap_or(path);
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
@@ -364,6 +366,16 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_and_twirp_paths_split_alike() {
+        let grpc = split_path("/consumer.v1.ConsumerGateway/GetTrack");
+        assert_eq!(grpc, ("consumer.v1.ConsumerGateway", "GetTrack"));
+        assert_eq!(
+            split_path("/twirp/consumer.v1.ConsumerGateway/GetTrack"),
+            grpc
+        );
+    }
 
     #[test]
     fn samples_are_found_by_name_and_labels() {
