@@ -183,11 +183,3 @@ impl Relay {
         }
     }
 }
-
-/// The number of events waiting in the outbox.
-pub async fn pending(db: &Database) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT COUNT(*) AS n FROM outbox")
-        .fetch_one(&db.pool)
-        .await?
-        .try_get("n")
-}

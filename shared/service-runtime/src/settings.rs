@@ -7,8 +7,6 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::telemetry::LogSettings;
-
 /// How a binary finds its configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct SettingsSource {
@@ -104,14 +102,6 @@ pub struct ServerSettings {
     /// once instead of queueing. 0 means no limit.
     #[serde(default)]
     pub max_concurrent_requests: usize,
-}
-
-/// Settings every service has besides its own.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaseSettings {
-    pub server: ServerSettings,
-    pub log: LogSettings,
 }
 
 #[cfg(test)]

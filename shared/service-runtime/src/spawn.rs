@@ -131,14 +131,6 @@ impl Running {
             None => Ok(()),
         }
     }
-
-    /// Waits until the service ends by itself (or fails).
-    pub async fn wait(mut self) -> Result<(), String> {
-        match self.task.take() {
-            Some(task) => task.await.map_err(|error| error.to_string())?,
-            None => Ok(()),
-        }
-    }
 }
 
 impl Drop for Running {

@@ -1,6 +1,15 @@
 use std::io::Write;
 
 use super::*;
+use crate::telemetry::LogSettings;
+
+/// The sections every service has, as a settings type of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BaseSettings {
+    server: ServerSettings,
+    log: LogSettings,
+}
 
 const DEFAULTS: &str = r#"
 [server]
