@@ -159,6 +159,13 @@ where
             }
             if fault.error_rate > 0.0 && fastrand::f64() < fault.error_rate {
                 tracing::debug!(method = %request.uri().path(), "injecting a fault");
+                if request.uri().path().starts_with("/twirp/") {
+                    // Twirp clients read the HTTP status; a gRPC-style 200 would look like an
+                    // empty success to them.
+                    let mut response = Response::new(ResBody::default());
+                    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    return Ok(response);
+                }
                 return Ok(Status::new(fault.code.into(), "injected fault").into_http());
             }
             inner.call(request).await
@@ -202,10 +209,19 @@ mod tests {
         assert!(hit.body().is_empty());
 
         let miss = service
+            .clone()
             .oneshot(request("/foundation.tracks.v1.TracksService/UpdateTrack"))
             .await
             .unwrap();
         assert_eq!(miss.body(), "handled");
+
+        let twirp = service
+            .oneshot(request(
+                "/twirp/foundation.tracks.v1.TracksService/BatchGetTracks",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(twirp.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
