@@ -29,18 +29,24 @@ struct Cli {
     /// Log as JSON lines instead of for a person.
     #[arg(long)]
     json_logs: bool,
+    /// Export spans over OTLP/gRPC to this endpoint, such as http://127.0.0.1:4317 (every
+    /// service of the topology shares one tracer provider, named `topology`).
+    #[arg(long, value_name = "URL", default_value = "")]
+    otlp_endpoint: String,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    service_runtime::telemetry::init(&LogSettings {
+    let telemetry = service_runtime::telemetry::init(&LogSettings {
         format: if cli.json_logs {
             LogFormat::Json
         } else {
             LogFormat::Pretty
         },
         filter: "info,sqlx=warn".into(),
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        service_name: "topology".into(),
     });
     let options = Options {
         data_dir: cli.data_dir,
@@ -84,11 +90,13 @@ async fn main() -> ExitCode {
         topology.consumer_gateway.grpc_addr
     );
     service_runtime::shutdown::signal().await;
-    match topology.stop().await {
+    let code = match topology.stop().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -22,6 +22,7 @@ use protos::{
 };
 use service_runtime::idempotency::{IDEMPOTENCY_KEY, IdempotencyStore};
 use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataValue};
+use tracing::Instrument;
 
 use crate::{
     GatewayError, UploadSettings, update, upload,
@@ -283,8 +284,12 @@ impl CreatorApi {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut client = self.clients.tracks.clone();
         // A task of its own, so that a caller going away cannot cancel the call (see
-        // `upload`): the outbound stream ends it with the poison message instead.
-        let call = tokio::spawn(async move { client.create_track(timed(outbound, left)).await });
+        // `upload`): the outbound stream ends it with the poison message instead. The task
+        // carries the server span, so the upstream call's client span stays in the caller's trace.
+        let call = tokio::spawn(
+            async move { client.create_track(timed(outbound, left)).await }
+                .instrument(tracing::Span::current()),
+        );
         let created = call.await.map_err(|error| {
             tracing::error!(%error, "upload task failed");
             UpstreamError::new(

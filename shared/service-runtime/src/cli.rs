@@ -79,7 +79,6 @@ where
         }
         return health_check(addr, std::time::Duration::from_millis(timeout_ms));
     }
-    telemetry::init(settings.log());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,7 +89,12 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    // The OTLP exporter is a tonic client, so telemetry starts inside the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(settings.log())
+    };
+    let code = runtime.block_on(async move {
         let listeners = match Listeners::bind(settings.server()).await {
             Ok(listeners) => listeners,
             Err(error) => {
@@ -113,7 +117,10 @@ where
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The runtime still runs, so the exporter can send the last spans.
+    telemetry.shutdown();
+    code
 }
 
 impl Cli {

@@ -2,22 +2,27 @@
 //!
 //! - [`settings`]: layered configuration (built-in defaults < optional file < environment) with
 //!   a command line that can print the effective configuration;
-//! - [`telemetry`]: `tracing` output, pretty for people and JSON for containers;
+//! - [`telemetry`]: `tracing` output, pretty for people and JSON for containers, and
+//!   OpenTelemetry trace export;
+//! - [`otel`]: a server span per RPC and a client span per upstream call, joined across
+//!   services by the W3C `traceparent` header;
 //! - [`metrics`]: Prometheus RED metrics for every RPC, served over HTTP at `/metrics`;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
 //! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown.
 //!
-//! Tower layers around every gRPC server, outermost first: [`metrics::GrpcMetricsLayer`] (so
-//! that shed calls and injected faults are counted like real ones), [`shed::ShedLayer`], then
-//! [`faults::FaultLayer`]. Around every upstream channel, outermost first:
-//! [`breaker::BreakerLayer`] (so that refused calls are not counted as upstream calls), then
-//! [`metrics::GrpcMetricsLayer`].
+//! Tower layers around every gRPC server, outermost first: [`otel::ServerTraceLayer`],
+//! [`metrics::GrpcMetricsLayer`] (so that shed calls and injected faults are traced and counted
+//! like real ones), [`shed::ShedLayer`], then [`faults::FaultLayer`]. Around every upstream
+//! channel, outermost first: [`otel::ClientTraceLayer`] (so that a call the open circuit refuses
+//! still shows in the trace), [`breaker::BreakerLayer`] (so that refused calls are not counted
+//! as upstream calls), then [`metrics::GrpcMetricsLayer`].
 
 pub mod breaker;
 pub mod cli;
 pub mod faults;
 pub mod idempotency;
 pub mod metrics;
+pub mod otel;
 pub mod serve;
 pub mod settings;
 pub mod shed;

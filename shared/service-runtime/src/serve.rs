@@ -1,5 +1,5 @@
 //! The gRPC serve loop every service runs: its own routes plus `grpc.health.v1` and server
-//! reflection, the metrics and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
+//! reflection, the tracing, metrics, shedding and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -12,6 +12,7 @@ use tonic_health::ServingStatus;
 use crate::{
     faults::{FaultLayer, FaultSettings},
     metrics::{GrpcMetrics, GrpcMetricsLayer, encode},
+    otel::ServerTraceLayer,
     settings::ServerSettings,
     shed::ShedLayer,
 };
@@ -190,6 +191,8 @@ pub async fn serve(
     let metrics_task = tokio::spawn(async move { metrics_server.await });
 
     let layers = tower::ServiceBuilder::new()
+        // Outermost, so that the server span covers shed calls and injected faults too.
+        .layer(ServerTraceLayer)
         .layer(GrpcMetricsLayer::new(rpc_metrics))
         .layer(ShedLayer::new(max_concurrent_requests))
         .layer(FaultLayer::new(faults))

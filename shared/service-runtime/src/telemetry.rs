@@ -1,7 +1,13 @@
-//! Logging with `tracing-subscriber`: pretty for a person at a terminal, JSON in containers.
+//! Logging and tracing with `tracing-subscriber`: log lines pretty for a person at a terminal,
+//! JSON in containers; spans bridged to OpenTelemetry, exported over OTLP when an endpoint is
+//! configured, and propagated between services as W3C `traceparent` headers (see
+//! [`crate::otel`]).
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,23 +22,123 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info,sqlx=warn`; `RUST_LOG` wins when it is set.
     pub filter: String,
+    /// Where spans are exported over OTLP/gRPC, such as `http://otel-collector:4317`; empty:
+    /// no export (spans still carry trace ids into log lines and to upstream services).
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// The `service.name` of the exported spans.
+    #[serde(default)]
+    pub service_name: String,
 }
 
-/// Installs the global subscriber. Later calls (several services in one process) keep the first.
-pub fn init(settings: &LogSettings) {
+impl LogSettings {
+    /// Log settings without span export.
+    pub fn new(format: LogFormat, filter: impl Into<String>, service_name: &str) -> Self {
+        Self {
+            format,
+            filter: filter.into(),
+            otlp_endpoint: String::new(),
+            service_name: service_name.to_owned(),
+        }
+    }
+}
+
+/// The installed tracer provider; [`Telemetry::shutdown`] exports the spans still buffered.
+#[derive(Debug)]
+#[must_use = "shut telemetry down at exit, or buffered spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops span export. Call it inside the Tokio runtime that [`init`] ran in,
+    /// before that runtime stops.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("warning: cannot flush spans at exit: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber and the W3C trace-context propagator, with a tracer provider
+/// that exports to `settings.otlp_endpoint` in batches when it is set. The OTLP exporter is a
+/// tonic client: call this inside a Tokio runtime. Later calls (several services in one
+/// process) keep the first subscriber.
+pub fn init(settings: &LogSettings) -> Telemetry {
+    let mut builder = SdkTracerProvider::builder().with_resource(resource(settings));
+    if !settings.otlp_endpoint.is_empty() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(settings.otlp_endpoint.clone())
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(error) => eprintln!(
+                "warning: cannot export spans to {}: {error}",
+                settings.otlp_endpoint
+            ),
+        }
+    }
+    init_with_provider(settings, builder.build())
+}
+
+/// The resource every exported span carries: the service's name.
+fn resource(settings: &LogSettings) -> Resource {
+    let builder = Resource::builder();
+    if settings.service_name.is_empty() {
+        builder.build()
+    } else {
+        builder
+            .with_service_name(settings.service_name.clone())
+            .build()
+    }
+}
+
+/// [`init`] with a tracer provider of the caller's (tests use an in-memory exporter).
+pub fn init_with_provider(settings: &LogSettings, provider: SdkTracerProvider) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The log filter decides what is printed; the RPC spans are exported whatever it says.
+    let spans = Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), tracing::Level::INFO)
+        .with_default(tracing::Level::WARN);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("service-runtime"))
+        .with_filter(spans);
     let result = match settings.format {
         LogFormat::Pretty => tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt::layer().compact())
+            .with(otel)
+            .with(fmt::layer().compact().with_filter(filter))
             .try_init(),
         LogFormat::Json => tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt::layer().json().flatten_event(true))
+            .with(otel)
+            // The current span and the span list carry the server span's `trace_id` field.
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
-    // A second service in the same process finds the subscriber already installed; that is fine.
-    drop(result);
+    match result {
+        Ok(()) => {
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            Telemetry {
+                provider: Some(provider),
+            }
+        }
+        // A second service in the same process finds the subscriber already installed; that
+        // is fine, and its provider is not needed.
+        Err(_) => {
+            drop(provider.shutdown());
+            Telemetry { provider: None }
+        }
+    }
 }

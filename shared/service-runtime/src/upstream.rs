@@ -1,7 +1,7 @@
 //! Calling upstream services: channels with connection reuse, per-call deadlines derived from
 //! the inbound `grpc-timeout`, and client-side RPC metrics
 //! (`grpc_client_handled_total{grpc_service,grpc_method,grpc_code}`,
-//! `grpc_client_handling_seconds`).
+//! `grpc_client_handling_seconds`), and a client span per call that carries the trace upstream.
 
 use std::time::Duration;
 
@@ -11,10 +11,12 @@ use tonic::{metadata::MetadataMap, transport::Channel};
 use crate::{
     breaker::{BreakerLayer, BreakerService},
     metrics::{GrpcMetrics, GrpcMetricsLayer, GrpcMetricsService},
+    otel::{ClientTraceLayer, TraceService},
 };
 
-/// A channel whose calls pass a circuit breaker and are counted.
-pub type UpstreamChannel = BreakerService<GrpcMetricsService<Channel>>;
+/// A channel whose calls are traced, pass a circuit breaker and are counted. The client span is
+/// outermost so that a call the open circuit refuses still shows in the trace, as UNAVAILABLE.
+pub type UpstreamChannel = TraceService<BreakerService<GrpcMetricsService<Channel>>>;
 
 /// Where an upstream service is and how long its calls may take.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,7 +43,7 @@ fn default_breaker_cooldown_ms() -> u64 {
     1000
 }
 
-/// A lazily connecting, counted channel to an upstream. `field` names the settings key in
+/// A lazily connecting, traced and counted channel to an upstream. `field` names the settings key in
 /// errors.
 pub fn channel(
     field: &str,
@@ -65,7 +67,8 @@ pub fn channel(
         Duration::from_millis(settings.breaker_cooldown_ms),
         metrics.short_circuited(name),
     );
-    Ok(tower::Layer::layer(&breaker, counted))
+    let guarded = tower::Layer::layer(&breaker, counted);
+    Ok(tower::Layer::layer(&ClientTraceLayer::new(name), guarded))
 }
 
 /// The timeout the caller gave this call, from its `grpc-timeout` header.

@@ -1,0 +1,323 @@
+//! OpenTelemetry spans for RPCs, with the RPC semantic conventions: a server span per call a
+//! service handles ([`ServerTraceLayer`]) and a client span per upstream call
+//! ([`ClientTraceLayer`]).
+//!
+//! Both are `tracing` spans; the `tracing-opentelemetry` layer that [`crate::telemetry::init`]
+//! installs turns them into OpenTelemetry spans. The W3C `traceparent` header carries the trace
+//! from a client span to the server span of the service it calls: the server layer extracts it
+//! with the global propagator, the client layer injects the current context with it.
+//!
+//! The status of a call is read where gRPC puts it: in the headers of a trailers-only response,
+//! else in the trailers at the end of the body. Each span stays open until its status is known,
+//! so it covers the whole response, streamed bodies included.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body::{Body, Frame};
+use opentelemetry::propagation::{Extractor, Injector};
+use tonic::Code;
+use tracing::{Instrument, Span, field};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::split_path;
+
+/// Reads propagation fields from request headers.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Writes propagation fields into request headers.
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Which side of a call a span describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// A tower layer that runs every call a server handles inside a server span, joined to the
+/// caller's trace when the request carries a `traceparent` header.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTraceLayer;
+
+impl<S> tower::Layer<S> for ServerTraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            side: Side::Server,
+            peer: "",
+        }
+    }
+}
+
+/// A tower layer that runs every call of an upstream channel inside a client span, a child of
+/// the current span, and sends that span's context along in the `traceparent` header.
+#[derive(Debug, Clone)]
+pub struct ClientTraceLayer {
+    peer: &'static str,
+}
+
+impl ClientTraceLayer {
+    /// A layer for the channel to the upstream named `peer` (recorded as the span's `peer`).
+    pub fn new(peer: &str) -> Self {
+        // Upstream names are few and live as long as the process: leaking one per channel is
+        // cheaper than cloning a string per call.
+        Self {
+            peer: Box::leak(peer.to_owned().into_boxed_str()),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ClientTraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            side: Side::Client,
+            peer: self.peer,
+        }
+    }
+}
+
+/// The service of [`ServerTraceLayer`] and [`ClientTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct TraceService<S> {
+    inner: S,
+    side: Side,
+    peer: &'static str,
+}
+
+impl<S> TraceService<S> {
+    /// The span of one call, with its parent set and, on a client, its context injected into
+    /// the request headers.
+    fn span<B>(&self, request: &mut Request<B>) -> Span {
+        let (service, method) = split_path(request.uri().path());
+        let name = format!("{service}/{method}");
+        match self.side {
+            Side::Server => {
+                // A server span starts a trace or continues the caller's, never the span that
+                // happens to be current in the task that accepted the connection.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "grpc.server",
+                    otel.name = %name,
+                    otel.kind = "server",
+                    otel.status_code = field::Empty,
+                    rpc.system = "grpc",
+                    rpc.service = %service,
+                    rpc.method = %method,
+                    rpc.grpc.status_code = field::Empty,
+                    trace_id = field::Empty,
+                );
+                let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+                    propagator.extract(&HeaderExtractor(request.headers()))
+                });
+                // Setting the parent fails only when no OpenTelemetry layer is installed; the
+                // span is then a plain `tracing` span, which is fine.
+                drop(span.set_parent(parent));
+                record_trace_id(&span);
+                span
+            }
+            Side::Client => {
+                let span = tracing::info_span!(
+                    "grpc.client",
+                    otel.name = %name,
+                    otel.kind = "client",
+                    otel.status_code = field::Empty,
+                    rpc.system = "grpc",
+                    rpc.service = %service,
+                    rpc.method = %method,
+                    rpc.grpc.status_code = field::Empty,
+                    peer = self.peer,
+                );
+                let context = span.context();
+                opentelemetry::global::get_text_map_propagator(|propagator| {
+                    propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
+                });
+                span
+            }
+        }
+    }
+}
+
+/// Records the span's OpenTelemetry trace id as its `trace_id` field, so that JSON log lines
+/// inside it carry the id (the formatter lists the fields of the current span).
+fn record_trace_id(span: &Span) {
+    use opentelemetry::trace::TraceContextExt;
+    let context = span.context();
+    let trace_id = context.span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", field::display(trace_id));
+    }
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for TraceService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Body,
+{
+    type Response = Response<TracedBody<ResBody>>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let span = self.span(&mut request);
+        let side = self.side;
+        let future = span.in_scope(|| self.inner.call(request));
+        let outer = span.clone();
+        Box::pin(
+            async move {
+                let response = match future.await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        // The transport failed before any status: gRPC reports it as
+                        // UNAVAILABLE.
+                        finish(&outer, side, Code::Unavailable);
+                        return Err(error);
+                    }
+                };
+                let (parts, body) = response.into_parts();
+                // A trailers-only response carries its status in the headers.
+                let pending = match status_code(&parts.headers) {
+                    Some(code) => {
+                        finish(&outer, side, code);
+                        None
+                    }
+                    None => Some((outer, side)),
+                };
+                Ok(Response::from_parts(
+                    parts,
+                    TracedBody {
+                        inner: body,
+                        pending,
+                    },
+                ))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn status_code(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|value| Code::from_bytes(value.as_bytes()))
+}
+
+/// Records a call's status on its span. Servers mark only the codes that mean a fault of their
+/// own as errors, clients every code but OK, as the RPC semantic conventions say.
+fn finish(span: &Span, side: Side, code: Code) {
+    span.record("rpc.grpc.status_code", code as i32);
+    let error = match side {
+        Side::Client => code != Code::Ok,
+        Side::Server => matches!(
+            code,
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        ),
+    };
+    if error {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the call's status on its span when the trailers pass by,
+    /// and keeps the span open until then.
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        pending: Option<(Span, Side)>,
+    }
+
+    impl<B> PinnedDrop for TracedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some((span, side)) = this.project().pending.take() {
+                finish(&span, side, Code::Cancelled);
+            }
+        }
+    }
+}
+
+/// An empty body that records nothing: what a layer outside the tracing answers with on its own.
+impl<B: Default> Default for TracedBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            pending: None,
+        }
+    }
+}
+
+impl<B: Body> Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let code = match &frame {
+            Some(Ok(frame)) => frame
+                .trailers_ref()
+                .map(|trailers| status_code(trailers).unwrap_or(Code::Unknown)),
+            Some(Err(_)) => Some(Code::Internal),
+            // The body ended without trailers: gRPC treats a missing status as unknown.
+            None => Some(Code::Unknown),
+        };
+        if let Some(code) = code
+            && let Some((span, side)) = this.pending.take()
+        {
+            finish(&span, side, code);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
