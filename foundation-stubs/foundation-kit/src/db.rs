@@ -17,8 +17,8 @@ use sqlx::{
 pub struct DatabaseSettings {
     /// `sqlite::memory:`, `sqlite://path/to/file.db`, or `postgres://user:pass@host/db`.
     pub url: String,
-    /// Pool size. An in-memory SQLite database always uses one connection, since each
-    /// connection would otherwise see a database of its own.
+    /// Pool size. An in-memory SQLite database always uses one connection: its connections
+    /// share one cache, where concurrent writers would lock each other out.
     pub max_connections: u32,
 }
 
@@ -54,6 +54,10 @@ pub struct MigrationScript {
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// For an in-memory SQLite database: a connection that is never used, so the database
+    /// lives as long as this value even when the pool replaces its own connection (an
+    /// in-memory database ends with its last connection).
+    _keeper: Option<AnyPool>,
 }
 
 impl Database {
@@ -88,11 +92,31 @@ impl Database {
                 })
             });
         }
-        let url = if backend == Backend::Sqlite && !in_memory && !settings.url.contains('?') {
+        let url = if in_memory {
+            // A named, shared-cache memory database, so that the keeper and the pool's
+            // connection open the same one.
+            format!(
+                "sqlite:file:domain-gateways-{}?mode=memory&cache=shared",
+                uuid::Uuid::now_v7().simple()
+            )
+        } else if backend == Backend::Sqlite && !settings.url.contains('?') {
             // Create the file on first start.
             format!("{}?mode=rwc", settings.url)
         } else {
             settings.url.clone()
+        };
+        let keeper = if in_memory {
+            Some(
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect(&url)
+                    .await?,
+            )
+        } else {
+            None
         };
         let pool = options.connect(&url).await?;
         let migrator = Migrator {
@@ -113,7 +137,11 @@ impl Database {
             ..Migrator::DEFAULT
         };
         migrator.run(&pool).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            _keeper: keeper,
+        })
     }
 }
 
@@ -159,4 +187,34 @@ pub fn placeholders(start: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    /// The pool replaces a connection it no longer trusts (one whose query was cancelled, for
+    /// instance); an in-memory database must outlive that, or every table and row vanishes.
+    #[tokio::test]
+    async fn an_in_memory_database_survives_its_connection_being_replaced() {
+        let db = Database::connect(&testing::sqlite(), &[]).await.unwrap();
+        sqlx::query("CREATE TABLE kept (n BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO kept (n) VALUES (42)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        db.pool.acquire().await.unwrap().close().await.unwrap();
+        let n: i64 = sqlx::query("SELECT n FROM kept")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(n, 42);
+    }
 }
