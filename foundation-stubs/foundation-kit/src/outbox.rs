@@ -11,6 +11,7 @@ use protos::foundation::counts::v1::{
     ApplyEventsRequest, Event, counts_service_client::CountsServiceClient, event,
 };
 use serde::{Deserialize, Serialize};
+use service_runtime::tls::ClientTlsSettings;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,9 @@ pub struct RelaySettings {
     pub max_backoff_ms: u64,
     /// The deadline of one delivery call.
     pub timeout_ms: u64,
+    /// How an `https://` counts service is verified, and the client certificate for mutual TLS.
+    #[serde(default)]
+    pub tls: ClientTlsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +90,11 @@ impl Relay {
         let channel = Channel::from_shared(settings.counts_url.clone())
             .map_err(|error| FoundationError::invalid("outbox.counts_url", error.to_string()))?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_millis(settings.timeout_ms))
+            .timeout(Duration::from_millis(settings.timeout_ms));
+        let channel = settings
+            .tls
+            .apply(channel, "outbox.counts_url", "outbox.tls")
+            .map_err(FoundationError::FailedPrecondition)?
             .connect_lazy();
         let metrics = RelayMetrics {
             delivered: Counter::default(),

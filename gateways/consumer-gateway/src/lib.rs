@@ -33,7 +33,8 @@ use service_runtime::{
 
 pub use api::DEGRADED_FIELDS;
 pub use error::GatewayError;
-pub use view::TrackView;
+pub use rules::visible;
+pub use view::{Data, Src, TrackView};
 
 pub const SETTINGS: SettingsSource = SettingsSource {
     defaults: include_str!("../defaults.toml"),

@@ -9,7 +9,7 @@ use authorization::{
 use protos::foundation::tracks::v1::{GeoblockingMode, Track, Visibility};
 
 /// Whether `principal` may see `track`, presenting `secret_token` if any.
-pub(crate) fn visible(
+pub fn visible(
     track: &Track,
     principal: &Principal,
     secret_token: Option<&str>,

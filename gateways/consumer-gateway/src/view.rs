@@ -33,7 +33,7 @@ use crate::{
 
 /// The foundation methods the view can need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Src {
+pub enum Src {
     Tracks,
     Reactions,
     TrackCounts,
@@ -128,10 +128,7 @@ impl TrackView {
     }
 
     /// Parses a read mask; an invalid one is `INVALID_ARGUMENT` naming the path.
-    pub(crate) fn mask(
-        &self,
-        read_mask: Option<prost_types::FieldMask>,
-    ) -> Result<Mask, GatewayError> {
+    pub fn mask(&self, read_mask: Option<prost_types::FieldMask>) -> Result<Mask, GatewayError> {
         self.spec
             .schema()
             .parse_field_mask(read_mask)
@@ -371,20 +368,10 @@ impl TrackView {
             following: &following,
             user_counts: &user_counts,
         };
-        let schema = self.spec.schema();
         let mut assembled = Vec::with_capacity(ids.len());
         for id in ids {
             let track = match by_id.get(id) {
-                Some(track) => {
-                    let mut view = data.build(track);
-                    schema
-                        .trim_prost(mask, &mut view)
-                        .map_err(|error| GatewayError::Upstream {
-                            service: "gateway",
-                            status: tonic::Status::internal(error.to_string()),
-                        })?;
-                    Some(view)
-                }
+                Some(track) => Some(self.view_of(&data, track, mask)?),
                 None => None,
             };
             assembled.push(track);
@@ -397,6 +384,27 @@ impl TrackView {
                 self.spec.degraded_paths(mask, &failed)
             },
         })
+    }
+}
+
+impl TrackView {
+    /// One visible track's view, built from `data` and trimmed to `mask`: the last, pure step
+    /// of [`TrackView::assemble`] (public so that the fuzz targets exercise it).
+    pub fn view_of<P: Fn(Src) -> bool>(
+        &self,
+        data: &Data<'_, P>,
+        track: &FoundationTrack,
+        mask: &Mask,
+    ) -> Result<view::Track, GatewayError> {
+        let mut view = data.build(track);
+        self.spec
+            .schema()
+            .trim_prost(mask, &mut view)
+            .map_err(|error| GatewayError::Upstream {
+                service: "gateway",
+                status: tonic::Status::internal(error.to_string()),
+            })?;
+        Ok(view)
     }
 }
 
@@ -417,14 +425,16 @@ fn call_error(service: &'static str, error: CallError<tonic::Status>) -> Gateway
 }
 
 /// Everything fetched for a query, to build each track's full view before trimming.
-struct Data<'a, P: Fn(Src) -> bool> {
+pub struct Data<'a, P: Fn(Src) -> bool> {
     /// Whether a source's data is there: planned and not failed.
-    planned: P,
-    signed_in: bool,
-    reactions: &'a HashMap<String, Reaction>,
-    track_counts: &'a HashMap<String, TrackCounts>,
-    following: &'a HashMap<String, bool>,
-    user_counts: &'a HashMap<String, UserCounts>,
+    pub planned: P,
+    /// Whether the caller is a signed-in user (the viewer relations are theirs alone).
+    pub signed_in: bool,
+    pub reactions: &'a HashMap<String, Reaction>,
+    pub track_counts: &'a HashMap<String, TrackCounts>,
+    /// Whether the caller follows each owner.
+    pub following: &'a HashMap<String, bool>,
+    pub user_counts: &'a HashMap<String, UserCounts>,
 }
 
 impl<P: Fn(Src) -> bool> Data<'_, P> {

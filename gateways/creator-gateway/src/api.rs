@@ -25,7 +25,9 @@ use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataValue}
 use tracing::Instrument;
 
 use crate::{
-    GatewayError, UploadSettings, update, upload,
+    GatewayError, UploadSettings,
+    audit::Audit,
+    update, upload,
     upstream::{Clients, Service, UpstreamError, UpstreamFailure, timed},
     view::{self, CreatorView, Upstream},
 };
@@ -42,6 +44,7 @@ pub(crate) struct CreatorApi {
     clients: Clients,
     upload: UploadSettings,
     idempotency: Arc<IdempotencyStore>,
+    audit: Audit,
 }
 
 /// What the caller may see of one track: the view trimmed to the mask, and the mask paths
@@ -75,12 +78,14 @@ impl CreatorApi {
         clients: Clients,
         upload: UploadSettings,
         idempotency: Arc<IdempotencyStore>,
+        audit: Audit,
     ) -> Self {
         Self {
             view,
             clients,
             upload,
             idempotency,
+            audit,
         }
     }
 
@@ -120,9 +125,14 @@ impl CreatorApi {
             Some(Ok(Fetched::Counts(_))) | None => unreachable!("tracks is always planned"),
             Some(Err(error)) => return Err(stage_error(Service::Tracks, error).into()),
         };
-        let track = track
-            .filter(|track| track.owner_id == user)
-            .ok_or_else(|| GatewayError::TrackNotFound(track_id.to_owned()))?;
+        let track = match track {
+            Some(track) if track.owner_id == user => track,
+            Some(_) => {
+                self.audit.not_owner(track_id, user);
+                return Err(GatewayError::TrackNotFound(track_id.to_owned()));
+            }
+            None => return Err(GatewayError::TrackNotFound(track_id.to_owned())),
+        };
         let (counts, degraded) = match results.take(Upstream::Counts) {
             None => (None, Vec::new()),
             Some(Ok(Fetched::Counts(mut counts))) => (counts.remove(track_id), Vec::new()),

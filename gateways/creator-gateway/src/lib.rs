@@ -23,9 +23,10 @@
 //!   counts).
 
 mod api;
+mod audit;
 mod error;
 mod twirp;
-mod update;
+pub mod update;
 mod upload;
 mod upstream;
 pub mod view;
@@ -153,6 +154,7 @@ pub async fn run(
     let client_metrics = GrpcMetrics::register_client(&mut registry);
     let upstreams =
         upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
+    let audit = audit::Audit::register(&mut registry);
     let api = std::sync::Arc::new(api::CreatorApi::new(
         view,
         upstreams,
@@ -161,6 +163,7 @@ pub async fn run(
             std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
             settings.idempotency.max_keys,
         ),
+        audit,
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
     let server = CreatorGatewayServer::from_arc(api.clone())

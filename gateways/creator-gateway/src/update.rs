@@ -36,7 +36,7 @@ pub(crate) const UPDATABLE: &[(&str, &str)] = &[
 ];
 
 /// Checks `update_mask` against the view and returns the tracks service's paths for it.
-pub(crate) fn tracks_paths(
+pub fn tracks_paths(
     schema: &ViewSchema,
     update_mask: Option<prost_types::FieldMask>,
 ) -> Result<Vec<String>, GatewayError> {
@@ -48,10 +48,14 @@ pub(crate) fn tracks_paths(
         ));
     }
     let mask = schema
-        .parse_paths(given)
+        .parse_paths(given.iter().map(String::as_str))
         .map_err(|error| GatewayError::invalid("update_mask", error.user_message()))?;
     let Some(paths) = mask.paths() else {
-        // `*`: every updatable field, and nothing output only.
+        // `*`: every updatable field, and nothing output only. An output-only path beside the
+        // `*` is still refused by name rather than swallowed by it.
+        for path in given.iter().filter(|path| *path != "*") {
+            writable(path)?;
+        }
         return Ok(UPDATABLE
             .iter()
             .filter(|(view, _)| !view.contains('.'))
@@ -61,12 +65,7 @@ pub(crate) fn tracks_paths(
     paths
         .iter()
         .map(|path| {
-            if let Some(field) = OUTPUT_ONLY.iter().find(|field| within(path, field)) {
-                return Err(GatewayError::invalid(
-                    "update_mask",
-                    format!("{path:?} is output only: {field} cannot be changed"),
-                ));
-            }
+            writable(path)?;
             UPDATABLE
                 .iter()
                 .find(|(view, _)| view == path)
@@ -79,6 +78,17 @@ pub(crate) fn tracks_paths(
                 })
         })
         .collect()
+}
+
+/// Refuses an output-only path by name.
+fn writable(path: &str) -> Result<(), GatewayError> {
+    match OUTPUT_ONLY.iter().find(|field| within(path, field)) {
+        Some(field) => Err(GatewayError::invalid(
+            "update_mask",
+            format!("{path:?} is output only: {field} cannot be changed"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Whether `path` is `field` or inside it.
@@ -133,6 +143,14 @@ mod tests {
                 error.starts_with(&format!("update_mask: {output_only:?} is output only")),
                 "{error}"
             );
+            // A `*` beside it does not hide it (the `creator_request` fuzz target checks this too).
+            for given in [["*", output_only], [output_only, "*"]] {
+                let error = paths(&given).unwrap_err();
+                assert!(
+                    error.starts_with(&format!("update_mask: {output_only:?} is output only")),
+                    "{given:?}: {error}"
+                );
+            }
         }
         let unknown = paths(&["title", "owner_id"]).unwrap_err();
         assert!(unknown.contains("\"owner_id\""), "{unknown}");

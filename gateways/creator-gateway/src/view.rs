@@ -145,7 +145,7 @@ impl CreatorView {
 }
 
 /// The owner's view of a track record, with its counters when counts answered.
-pub(crate) fn to_view(track: tracks_pb::Track, counts: Option<&TrackCounts>) -> pb::Track {
+pub fn to_view(track: tracks_pb::Track, counts: Option<&TrackCounts>) -> pb::Track {
     let geo = track.geoblocking.unwrap_or_default();
     let audio = track.audio.unwrap_or_default();
     pb::Track {

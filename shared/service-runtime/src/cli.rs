@@ -12,6 +12,7 @@ use crate::{
     settings::{CommonArgs, SettingsSource, load_settings, render},
     shutdown,
     telemetry::{self, LogSettings},
+    tls,
 };
 
 /// Settings of a service binary: its own, plus the server and log sections every one has.
@@ -43,6 +44,20 @@ enum Command {
         /// How long to wait for the answer, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// When server.tls is on: the CA certificates (PEM) the server's certificate chains
+        /// to; by default the certificates in server.tls.cert_file and server.tls.client_ca_file.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<String>,
+        /// When server.tls.client_ca_file is set: the client certificate (PEM) to present; by
+        /// default the server's own (server.tls.cert_file).
+        #[arg(long, value_name = "FILE", requires = "key_file")]
+        cert_file: Option<String>,
+        /// The key of --cert-file; by default server.tls.key_file.
+        #[arg(long, value_name = "FILE", requires = "cert_file")]
+        key_file: Option<String>,
+        /// When server.tls is on: the name the server's certificate must carry.
+        #[arg(long, default_value = "localhost")]
+        domain: String,
     },
 }
 
@@ -72,12 +87,33 @@ where
         print!("{}", render(&settings));
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Health { addr, timeout_ms }) = cli.command {
+    if let Some(Command::Health {
+        addr,
+        timeout_ms,
+        ca_file,
+        cert_file,
+        key_file,
+        domain,
+    }) = cli.command
+    {
         let mut addr = addr.unwrap_or(settings.server().grpc_addr);
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        return health_check(addr, std::time::Duration::from_millis(timeout_ms));
+        let server_tls = &settings.server().tls;
+        let tls = if server_tls.enabled() {
+            let identity = cert_file.as_deref().zip(key_file.as_deref());
+            match tls::loopback_client(server_tls, ca_file.as_deref(), identity, &domain) {
+                Ok(config) => Some(config),
+                Err(error) => {
+                    eprintln!("unhealthy: {addr}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        return health_check(addr, tls, std::time::Duration::from_millis(timeout_ms));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,10 +172,11 @@ impl Cli {
 }
 
 /// The `health` subcommand: one `grpc.health.v1.Health/Check` of the whole server.
-fn health_check(addr: std::net::SocketAddr, timeout: std::time::Duration) -> ExitCode {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
+fn health_check(
+    addr: std::net::SocketAddr,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    timeout: std::time::Duration,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,27 +187,7 @@ fn health_check(addr: std::net::SocketAddr, timeout: std::time::Duration) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(async move {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|error| error.to_string())?
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| error.to_string())?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map_err(|status| status.message().to_owned())?;
-        match response.into_inner().status() {
-            ServingStatus::Serving => Ok(()),
-            other => Err(format!("status {}", other.as_str_name())),
-        }
-    });
-    match outcome {
+    match runtime.block_on(check_health(addr, tls, timeout)) {
         Ok(()) => {
             println!("serving: {addr}");
             ExitCode::SUCCESS
@@ -180,4 +197,60 @@ fn health_check(addr: std::net::SocketAddr, timeout: std::time::Duration) -> Exi
             ExitCode::FAILURE
         }
     }
+}
+
+/// Asks the server at `addr` over `grpc.health.v1` whether it is SERVING as a whole: over TLS
+/// with `tls` (see [`tls::loopback_client`]), else over h2c. What the `health` subcommand does.
+pub async fn check_health(
+    addr: std::net::SocketAddr,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|error| error.to_string())?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|error| error.to_string())?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|error| error_chain(&error))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|status| {
+            // A refused client certificate shows only here, in the source of the status.
+            let mut text = status.message().to_owned();
+            if let Some(source) = std::error::Error::source(&status) {
+                text.push_str(": ");
+                text.push_str(&error_chain(source));
+            }
+            text
+        })?;
+    match response.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("status {}", other.as_str_name())),
+    }
+}
+
+/// An error and its sources, so that a failed handshake says why.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -8,7 +8,8 @@
 //!   services by the W3C `traceparent` header;
 //! - [`metrics`]: Prometheus RED metrics for every RPC, served over HTTP at `/metrics`;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
-//! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown.
+//! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
+//! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
 //!
 //! Tower layers around every gRPC server, outermost first: [`otel::ServerTraceLayer`],
 //! [`metrics::GrpcMetricsLayer`] (so that shed calls and injected faults are traced and counted
@@ -29,6 +30,7 @@ pub mod shed;
 pub mod shutdown;
 pub mod spawn;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 pub use serve::{GrpcApp, Listeners, ServeError, serve};

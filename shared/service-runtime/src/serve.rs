@@ -15,6 +15,7 @@ use crate::{
     otel::ServerTraceLayer,
     settings::ServerSettings,
     shed::ShedLayer,
+    tls::ServerTlsSettings,
 };
 
 /// One service binary's gRPC application.
@@ -33,6 +34,8 @@ pub struct GrpcApp {
     pub drain_timeout: Duration,
     /// The most calls handled at once (0: no limit); see [`crate::shed`].
     pub max_concurrent_requests: usize,
+    /// TLS on the gRPC port (`server.tls`); the files are checked when serving starts.
+    pub tls: ServerTlsSettings,
 }
 
 impl GrpcApp {
@@ -54,6 +57,7 @@ impl GrpcApp {
             faults,
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
             max_concurrent_requests: server.max_concurrent_requests,
+            tls: server.tls.clone(),
         }
     }
 }
@@ -125,8 +129,16 @@ pub async fn serve(
         faults,
         drain_timeout,
         max_concurrent_requests,
+        tls,
     } = app;
     crate::faults::validate(&faults).map_err(ServeError::Settings)?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls.config("server.tls").map_err(ServeError::Settings)? {
+        // The metrics port stays plaintext.
+        builder = builder
+            .tls_config(tls)
+            .map_err(|error| ServeError::Settings(format!("server.tls: {error}")))?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in &service_names {
@@ -197,9 +209,10 @@ pub async fn serve(
         .layer(ShedLayer::new(max_concurrent_requests))
         .layer(FaultLayer::new(faults))
         .into_inner();
-    let grpc = tonic::transport::Server::builder()
+    let grpc = builder
         .tcp_nodelay(true)
-        // HTTP/1.1 as well as h2c, for routes merged beside gRPC (the gateways' Twirp).
+        // HTTP/1.1 as well as HTTP/2, for routes merged beside gRPC (the gateways' Twirp). Over
+        // TLS the server offers only `h2` by ALPN: HTTP/1.1 needs a client that offers none.
         .accept_http1(true)
         .layer(layers)
         .add_routes(routes)

@@ -102,6 +102,9 @@ pub struct ServerSettings {
     /// once instead of queueing. 0 means no limit.
     #[serde(default)]
     pub max_concurrent_requests: usize,
+    /// TLS, or mutual TLS, on the gRPC port; plaintext when `tls.cert_file` is empty.
+    #[serde(default)]
+    pub tls: crate::tls::ServerTlsSettings,
 }
 
 #[cfg(test)]

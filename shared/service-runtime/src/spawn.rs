@@ -72,28 +72,20 @@ impl Running {
     /// Polls the service's `grpc.health.v1` until it reports SERVING (which happens once its
     /// storage is ready and seeded), or fails at `deadline`.
     pub async fn wait_serving(&self, deadline: std::time::Instant) -> Result<(), String> {
-        use std::time::Duration;
+        self.wait_serving_with(None, deadline).await
+    }
 
-        use tonic_health::pb::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(self.url())
-            .map_err(|error| error.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(1));
+    /// [`Self::wait_serving`] over TLS with `tls` when the service has `server.tls` on.
+    pub async fn wait_serving_with(
+        &self,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        deadline: std::time::Instant,
+    ) -> Result<(), String> {
+        use std::time::Duration;
         loop {
-            let serving = match endpoint.connect().await {
-                Ok(channel) => HealthClient::new(channel)
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .is_ok_and(|response| {
-                        response.into_inner().status == ServingStatus::Serving as i32
-                    }),
-                Err(_) => false,
-            };
-            if serving {
+            let checked =
+                crate::cli::check_health(self.grpc_addr, tls.clone(), Duration::from_secs(1)).await;
+            if checked.is_ok() {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {

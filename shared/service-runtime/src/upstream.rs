@@ -6,12 +6,16 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tonic::{metadata::MetadataMap, transport::Channel};
+use tonic::{
+    metadata::MetadataMap,
+    transport::{Channel, Endpoint},
+};
 
 use crate::{
     breaker::{BreakerLayer, BreakerService},
     metrics::{GrpcMetrics, GrpcMetricsLayer, GrpcMetricsService},
     otel::{ClientTraceLayer, TraceService},
+    tls::ClientTlsSettings,
 };
 
 /// A channel whose calls are traced, pass a circuit breaker and are counted. The client span is
@@ -22,7 +26,7 @@ pub type UpstreamChannel = TraceService<BreakerService<GrpcMetricsService<Channe
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://host:port` for TLS (see `tls`).
     pub url: String,
     /// The longest any one call may take, whatever the inbound deadline allows.
     pub timeout_ms: u64,
@@ -33,6 +37,9 @@ pub struct UpstreamSettings {
     /// How long an open circuit refuses calls before one probe call may go through.
     #[serde(default = "default_breaker_cooldown_ms")]
     pub breaker_cooldown_ms: u64,
+    /// How an `https://` upstream is verified, and the client certificate for mutual TLS.
+    #[serde(default)]
+    pub tls: ClientTlsSettings,
 }
 
 fn default_breaker_failures() -> u32 {
@@ -44,18 +51,14 @@ fn default_breaker_cooldown_ms() -> u64 {
 }
 
 /// A lazily connecting, traced and counted channel to an upstream. `field` names the settings key in
-/// errors.
+/// errors. An `https://` url speaks TLS as `settings.tls` says; its files are read and checked
+/// here, so that a bad one fails at start-up.
 pub fn channel(
     field: &str,
     settings: &UpstreamSettings,
     metrics: &GrpcMetrics,
 ) -> Result<UpstreamChannel, String> {
-    let endpoint = Channel::from_shared(settings.url.clone())
-        .map_err(|error| format!("{field}.url: {error}"))?
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
+    let endpoint = endpoint(field, settings)?;
     let name = field.rsplit('.').next().unwrap_or(field);
     let counted = tower::Layer::layer(
         &GrpcMetricsLayer::new(metrics.clone()),
@@ -69,6 +72,19 @@ pub fn channel(
     );
     let guarded = tower::Layer::layer(&breaker, counted);
     Ok(tower::Layer::layer(&ClientTraceLayer::new(name), guarded))
+}
+
+/// The endpoint of `settings`, with TLS when its url is `https://`.
+pub fn endpoint(field: &str, settings: &UpstreamSettings) -> Result<Endpoint, String> {
+    let endpoint = Channel::from_shared(settings.url.clone())
+        .map_err(|error| format!("{field}.url: {error}"))?
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    settings
+        .tls
+        .apply(endpoint, &format!("{field}.url"), &format!("{field}.tls"))
 }
 
 /// The timeout the caller gave this call, from its `grpc-timeout` header.
@@ -134,6 +150,7 @@ mod tests {
                 metrics_addr: listeners.metrics_addr().unwrap(),
                 drain_timeout_ms: 1000,
                 max_concurrent_requests: 0,
+                tls: Default::default(),
             },
             Default::default(),
             Default::default(),
@@ -149,6 +166,7 @@ mod tests {
             connect_timeout_ms: 1000,
             breaker_failures: 5,
             breaker_cooldown_ms: 1000,
+            tls: Default::default(),
         };
         let mut client =
             HealthClient::new(channel("upstreams.health", &settings, &metrics).unwrap());

@@ -7,4 +7,5 @@ mod fixture;
 mod hardening;
 mod queries;
 mod resilience;
+mod tls;
 mod tokens;

@@ -163,6 +163,15 @@ async fn another_users_track_is_not_found_exactly_like_a_missing_one() {
         vec![(Code::NotFound, format!("track {missing_id} not found")); 3]
     );
 
+    // Only the refusals of someone else's track are audited, one per call.
+    let (_, metrics) = http_get(topology.gateway.metrics_addr, "/metrics").await;
+    let withheld = sample(
+        &metrics,
+        "gateway_authorization_withheld_total",
+        &[("what", "track"), ("reason", "not_owner")],
+    );
+    assert_eq!(withheld, Some(3.0), "{metrics}");
+
     // Nothing the other user tried changed the track.
     let after = client
         .get_track(owner(get(&mine.id, &["title"])))
