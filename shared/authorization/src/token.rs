@@ -142,7 +142,17 @@ pub enum KeyError {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens that verified, with their principal and expiry: a BFF sends the same token on
+    /// every call of a session, and checking a signature and parsing its JSON is most of what
+    /// authenticating a call costs. Keyed by the exact token, so only a byte-identical token
+    /// hits; the expiry is checked on every hit.
+    /// Clones share it.
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Principal, u64)>>>,
 }
+
+/// How many verified tokens are remembered; beyond that the expired ones are dropped, and if
+/// none has expired, all of them (the next calls verify again).
+const VERIFIED_CAPACITY: usize = 4096;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,11 +191,57 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = settings.leeway_seconds;
         validation.validate_exp = true;
-        Ok(Self { key, validation })
+        Ok(Self {
+            key,
+            validation,
+            verified: std::sync::Arc::default(),
+        })
     }
 
     /// Verifies a compact JWT and returns its principal.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        self.verify_at(token, now_seconds())
+    }
+
+    /// [`Verifier::verify`] at the time `now` (seconds since the Unix epoch), which also
+    /// decides whether a remembered token has expired.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, TokenError> {
+        let leeway = self.validation.leeway;
+        {
+            let mut verified = self
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match verified.get(token) {
+                Some((principal, exp)) if now <= exp.saturating_add(leeway) => {
+                    return Ok(principal.clone());
+                }
+                Some(_) => {
+                    verified.remove(token);
+                }
+                None => {}
+            }
+        }
+        let (principal, exp) = self.verify_uncached(token)?;
+        if now > exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, (_, exp)| now <= exp.saturating_add(leeway));
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    /// Verifies the signature and every claim; returns the principal and the expiry.
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -212,10 +268,13 @@ impl Verifier {
         {
             return Err(TokenError::BadSubject);
         }
-        Ok(Principal {
-            user_id: claims.sub,
-            territory,
-        })
+        Ok((
+            Principal {
+                user_id: claims.sub,
+                territory,
+            },
+            claims.exp,
+        ))
     }
 }
 

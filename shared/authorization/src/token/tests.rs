@@ -210,3 +210,44 @@ fn bad_key_settings_fail_at_start_up_naming_the_key() {
     .unwrap_err();
     assert!(weak.to_string().starts_with("auth.hs256_secret"), "{weak}");
 }
+
+#[test]
+fn a_remembered_token_still_expires() {
+    let verifier = verifier();
+    let token = mint_development_token(Some("usr_0001"), "US", 60);
+    let now = now_seconds();
+    assert!(verifier.verify_at(&token, now).is_ok());
+    assert!(verifier.verify_at(&token, now).is_ok(), "remembered");
+    // Past its expiry and the leeway, the remembered token is refused like any other.
+    let later = now + 60 + verifier.validation.leeway + 1;
+    assert_eq!(verifier.verify_at(&token, later), Err(TokenError::Expired));
+    assert_eq!(
+        verifier.verify_at(&token, later),
+        Err(TokenError::Expired),
+        "and it stays refused"
+    );
+}
+
+#[test]
+fn only_a_byte_identical_token_is_remembered() {
+    let verifier = verifier();
+    let token = mint_development_token(Some("usr_0001"), "US", 60);
+    assert!(verifier.verify(&token).is_ok());
+    // The same claims under a changed signature.
+    let mut forged = token.clone();
+    let last = forged.pop().expect("a token is not empty");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(verifier.verify(&forged), Err(TokenError::BadSignature));
+    assert!(verifier.verify(&token).is_ok());
+}
+
+#[test]
+fn the_remembered_tokens_are_bounded() {
+    let verifier = verifier();
+    for n in 0..VERIFIED_CAPACITY + 10 {
+        let token = mint_development_token(Some(&format!("usr_{n}")), "US", 60);
+        assert!(verifier.verify(&token).is_ok());
+        let held = verifier.verified.lock().expect("not poisoned").len();
+        assert!(held <= VERIFIED_CAPACITY, "{held}");
+    }
+}
