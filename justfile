@@ -9,6 +9,10 @@ binaries := "tracks likes follows counts consumer-gateway creator-gateway"
 # Where cargo puts its output.
 target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() + "/target")
 
+# Release builds are fully static (the images need that); the benchmarks use the same build.
+static_release := "RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu"
+release_dir := target_dir + "/x86_64-unknown-linux-gnu/release"
+
 # List the recipes.
 default:
     @just --list
@@ -27,9 +31,9 @@ e2e:
 
 # Build fully static release binaries and one image per service from them (nothing is pulled).
 images:
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu --bins {{ replace_regex(binaries, '(\S+)', '-p $1') }}
+    {{static_release}} --bins {{ replace_regex(binaries, '(\S+)', '-p $1') }}
     mkdir -p deploy/docker/bin
-    for binary in {{binaries}}; do cp "{{target_dir}}/x86_64-unknown-linux-gnu/release/$binary" deploy/docker/bin/; done
+    for binary in {{binaries}}; do cp "{{release_dir}}/$binary" deploy/docker/bin/; done
     {{compose}} build
     @docker images 'domain-gateways/*' --format '{{{{.Repository}}:{{{{.Tag}}  {{{{.Size}}'
 
@@ -46,9 +50,18 @@ compose-e2e: compose-up
 compose-down:
     {{compose}} down -v --remove-orphans
 
-# Run the micro-benchmarks (criterion).
-bench:
-    cargo bench -p field-mask
+# Run the benchmark suite: the six services as release processes driven by the load generator
+# (report in target/bench/report.md and .json), then the criterion micro-benchmarks.
+bench: bench-load bench-micro
+
+# The load scenarios only; `just bench-load --quick` is a fast run that proves they work.
+bench-load *ARGS:
+    {{static_release}} --bins {{ replace_regex(binaries, '(\S+)', '-p $1') }} -p loadgen
+    "{{release_dir}}/loadgen" --bin-dir "{{release_dir}}" --out "{{target_dir}}/bench" {{ARGS}}
+
+# The criterion micro-benchmarks: mask operations and view assembly.
+bench-micro *ARGS:
+    RUSTFLAGS='-C target-feature=+crt-static' cargo bench --target x86_64-unknown-linux-gnu -p field-mask -p consumer-gateway {{ARGS}}
 
 # Check formatting and lints, with warnings as errors.
 lint:

@@ -1,0 +1,112 @@
+//! The benchmark suite of the gateways: a load generator that drives gateway RPCs over gRPC in
+//! a closed loop (throughput at saturation) or an open loop (latency at a fixed rate), with
+//! realistic mixes (read masks from a table, viewers and visible track ids from the seed
+//! dataset), and reports for every phase the throughput, latency percentiles, errors, the
+//! upstream calls per request (from the gateway's own client metrics) and the CPU time per
+//! request of every process (from `/proc`).
+//!
+//! `just bench` builds the release binaries, starts them as six processes ([`procs`]), runs
+//! [`suite::run`] and writes the report ([`report`]) as markdown and JSON.
+
+pub mod drive;
+pub mod procs;
+pub mod report;
+pub mod suite;
+pub mod workload;
+
+use std::{collections::BTreeMap, time::Duration};
+
+/// Where the services answer.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub consumer: String,
+    pub creator: String,
+    pub tracks: String,
+    pub likes: String,
+    pub follows: String,
+    pub counts: String,
+    /// `host:port` of the gateways' Prometheus pages.
+    pub consumer_metrics: String,
+    pub creator_metrics: String,
+}
+
+/// Whether the service at `url` answers SERVING on `grpc.health.v1`.
+pub async fn serving(url: &str) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok_and(|response| response.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// Reads a Prometheus page over plain HTTP/1.0 from `host:port`.
+pub async fn scrape(addr: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
+/// The gateway's upstream calls so far, by foundation method, from its
+/// `grpc_client_handled_total` samples.
+pub fn upstream_calls(metrics: &str) -> BTreeMap<String, f64> {
+    let mut calls = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("grpc_client_handled_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let method = labels
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == "grpc_method")
+            .map(|(_, value)| value.trim_matches('"').to_owned());
+        if let (Some(method), Ok(value)) = (
+            method,
+            value.split_whitespace().next().unwrap_or("").parse::<f64>(),
+        ) {
+            *calls.entry(method).or_default() += value;
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_calls_are_summed_by_method() {
+        let page = "# TYPE grpc_client_handled counter\n\
+            grpc_client_handled_total{grpc_service=\"tracks.v1.TracksService\",grpc_method=\"BatchGetTracks\",grpc_code=\"OK\"} 7\n\
+            grpc_client_handled_total{grpc_service=\"tracks.v1.TracksService\",grpc_method=\"BatchGetTracks\",grpc_code=\"UNAVAILABLE\"} 1\n\
+            grpc_client_handled_total{grpc_service=\"counts.v1.CountsService\",grpc_method=\"BatchGetTrackCounts\",grpc_code=\"OK\"} 3\n\
+            grpc_server_handled_total{grpc_service=\"consumer.v1.ConsumerGateway\",grpc_method=\"GetTrack\",grpc_code=\"OK\"} 9\n";
+        let calls = upstream_calls(page);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls["BatchGetTracks"], 8.0);
+        assert_eq!(calls["BatchGetTrackCounts"], 3.0);
+    }
+}

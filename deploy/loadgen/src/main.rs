@@ -1,0 +1,148 @@
+//! `loadgen`: starts the topology from release binaries as separate processes, runs the
+//! standard benchmark scenarios against it and writes the report. `just bench` is the usual
+//! way in.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use loadgen::{
+    drive,
+    procs::{self, ProcessOptions, Processes},
+    report::{Machine, Report},
+    suite::{self, SuiteOptions, System},
+    workload::Workload,
+};
+
+/// Runs the gateway benchmark suite and writes `report.md` and `report.json`.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The folder holding the release binaries of the six services.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where the report goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// A short run that only proves every scenario works (figures are rough).
+    #[arg(long)]
+    quick: bool,
+    /// The services listen on 127.0.0.1 from this port up (two ports each).
+    #[arg(long, default_value_t = 47000)]
+    base_port: u16,
+    /// Seconds each phase is measured (default: 5, or 0.8 with --quick).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Instead of the suite, drive one scenario at saturation for --seconds (default 30) and
+    /// print the process ids first, for a profiler to attach: title, full, mixed, batch100,
+    /// liked50, my20, direct.
+    #[arg(long, value_name = "SCENARIO")]
+    profile: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut options = if cli.quick {
+        SuiteOptions::quick()
+    } else {
+        SuiteOptions::standard()
+    };
+    if let Some(seconds) = cli.seconds {
+        options.duration = std::time::Duration::from_secs_f64(seconds);
+    }
+    eprintln!(
+        "starting the six services from {} on 127.0.0.1:{}…",
+        cli.bin_dir.display(),
+        cli.base_port
+    );
+    let processes = Processes::start(ProcessOptions {
+        bin_dir: cli.bin_dir,
+        base_port: cli.base_port,
+        seed_users: options.seed_users,
+        seed_tracks: options.seed_tracks,
+    })
+    .await?;
+    if let Some(scenario) = &cli.profile {
+        let seconds = cli.seconds.unwrap_or(30.0);
+        let result = profile(&processes, &options, scenario, seconds).await;
+        processes.stop().await;
+        return result;
+    }
+    let mut system = System::Processes(processes);
+    let outcome = suite::run(&options, &mut system).await;
+    if let System::Processes(processes) = system {
+        processes.stop().await;
+    }
+    let report = Report {
+        machine: Machine::detect(
+            "the six services, each its own process, and the load generator share every core; nothing else ran",
+        ),
+        options,
+        outcome: outcome?,
+    };
+    std::fs::create_dir_all(&cli.out)?;
+    let markdown = report.to_markdown();
+    std::fs::write(cli.out.join("report.md"), &markdown)?;
+    std::fs::write(cli.out.join("report.json"), report.to_json())?;
+    println!("{markdown}");
+    eprintln!(
+        "the report is in {}/report.md and report.json",
+        cli.out.display()
+    );
+    Ok(())
+}
+
+async fn profile(
+    processes: &Processes,
+    options: &SuiteOptions,
+    scenario: &str,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let workload = Workload::prepare(
+        &processes.endpoints(),
+        options.seed_users,
+        options.seed_tracks,
+    )
+    .await?;
+    let call = match scenario {
+        "title" => workload.get_track(Some("title")),
+        "full" => workload.get_track(None),
+        "mixed" => workload.get_track_mixed(),
+        "batch100" => workload.batch_get(100),
+        "liked50" => workload.list_liked(50),
+        "my20" => workload.list_my_tracks(20),
+        "direct" => workload.tracks_direct(),
+        other => anyhow::bail!("no scenario {other}"),
+    };
+    let pids = processes.pids();
+    for (name, pid) in &pids {
+        println!("{name} {pid}");
+    }
+    let before: Vec<_> = pids.values().map(|pid| procs::usage(*pid)).collect();
+    let outcome = drive::closed_loop(
+        &call,
+        options.concurrency,
+        std::time::Duration::from_secs_f64(seconds),
+    )
+    .await;
+    let summary = outcome.summary();
+    println!("{summary:?}");
+    for ((name, pid), before) in pids.iter().zip(before) {
+        if let (Ok(before), Ok(after)) = (before, procs::usage(*pid)) {
+            println!(
+                "{name}: {:.0} µs CPU per request",
+                (after.cpu_seconds - before.cpu_seconds) * 1e6 / summary.ok.max(1) as f64
+            );
+        }
+    }
+    Ok(())
+}

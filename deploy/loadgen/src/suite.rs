@@ -1,0 +1,669 @@
+//! The standard scenarios, run in order against one topology, and the targets checked against
+//! their figures.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::{
+    Endpoints,
+    drive::{self, Call, Summary},
+    procs::{self, Processes, Usage},
+    scrape, upstream_calls,
+    workload::Workload,
+};
+
+/// How long and how hard.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteOptions {
+    /// Each phase runs this long before it is measured.
+    pub warmup: Duration,
+    /// Each phase is measured this long.
+    pub duration: Duration,
+    /// Callers of the closed-loop (saturation) phases.
+    pub concurrency: usize,
+    /// Requests in flight in the memory phase.
+    pub memory_in_flight: usize,
+    /// The gateway's concurrency limit in the overload phase.
+    pub overload_limit: usize,
+    /// Latency injected into every foundation read in the critical-path phase.
+    pub injected_latency_ms: u64,
+    /// The seed dataset the services were started with.
+    pub seed_users: u32,
+    pub seed_tracks: u32,
+}
+
+impl SuiteOptions {
+    /// The standard run of `just bench`.
+    pub fn standard() -> Self {
+        Self {
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+            concurrency: 32,
+            memory_in_flight: 1000,
+            overload_limit: 64,
+            injected_latency_ms: 20,
+            seed_users: 1000,
+            seed_tracks: 5000,
+        }
+    }
+
+    /// A fast run that proves the suite works (`just bench-smoke` and the tests).
+    pub fn quick() -> Self {
+        Self {
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_millis(800),
+            concurrency: 8,
+            memory_in_flight: 200,
+            overload_limit: 16,
+            ..Self::standard()
+        }
+    }
+}
+
+/// How a phase was driven.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    /// This many callers back to back.
+    Closed { concurrency: usize },
+    /// This many requests per second on a fixed schedule.
+    Open { rate: f64 },
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Load::Closed { concurrency } => write!(f, "closed ×{concurrency}"),
+            Load::Open { rate } => write!(f, "open {rate:.0}/s"),
+        }
+    }
+}
+
+/// The figures of one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub what: String,
+    pub load: Load,
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Upstream calls the gateway made per request, in total and by foundation method
+    /// (absent for phases that bypass the gateways).
+    pub upstream_calls_per_request: Option<f64>,
+    pub upstream_calls_by_method: BTreeMap<String, f64>,
+    /// CPU time per successful request, in microseconds, by process (`loadgen` is the
+    /// generator itself); empty when the services are not separate processes.
+    pub cpu_us_per_request: BTreeMap<String, f64>,
+    /// The most resident memory during the phase, in MiB, by process.
+    pub peak_rss_mib: BTreeMap<String, f64>,
+    /// Resident memory at the end of the phase, in MiB, by process.
+    pub end_rss_mib: BTreeMap<String, f64>,
+}
+
+/// One target of the issue, with the figure that decides it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub figure: String,
+    pub met: bool,
+}
+
+/// Where the suite runs: separate processes (every figure) or services in this process (no
+/// per-process CPU or memory, no restarts: the phases that need them are skipped).
+#[derive(Debug)]
+pub enum System {
+    Processes(Processes),
+    InProcess(Endpoints),
+}
+
+impl System {
+    fn endpoints(&self) -> Endpoints {
+        match self {
+            System::Processes(processes) => processes.endpoints(),
+            System::InProcess(endpoints) => endpoints.clone(),
+        }
+    }
+
+    fn pids(&self) -> BTreeMap<String, u32> {
+        let mut pids: BTreeMap<String, u32> = match self {
+            System::Processes(processes) => processes
+                .pids()
+                .into_iter()
+                .map(|(name, pid)| (name.to_owned(), pid))
+                .collect(),
+            System::InProcess(_) => BTreeMap::new(),
+        };
+        pids.insert("loadgen".into(), std::process::id());
+        pids
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Gateway {
+    Consumer,
+    Creator,
+    None,
+}
+
+struct Runner<'a> {
+    options: &'a SuiteOptions,
+    system: &'a mut System,
+    phases: Vec<Phase>,
+}
+
+fn usages(pids: &BTreeMap<String, u32>) -> BTreeMap<String, Usage> {
+    pids.iter()
+        .filter_map(|(name, pid)| Some((name.clone(), procs::usage(*pid).ok()?)))
+        .collect()
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Runner<'_> {
+    async fn phase(
+        &mut self,
+        name: &str,
+        what: &str,
+        gateway: Gateway,
+        load: Load,
+        call: &Call,
+    ) -> anyhow::Result<Phase> {
+        let endpoints = self.system.endpoints();
+        let metrics_addr = match gateway {
+            Gateway::Consumer => Some(endpoints.consumer_metrics.clone()),
+            Gateway::Creator => Some(endpoints.creator_metrics.clone()),
+            Gateway::None => None,
+        };
+        let drive = |duration| async move {
+            match load {
+                Load::Closed { concurrency } => {
+                    drive::closed_loop(call, concurrency, duration).await
+                }
+                Load::Open { rate } => drive::open_loop(call, rate, duration, 20_000).await,
+            }
+        };
+        drop(drive(self.options.warmup).await);
+
+        let pids = self.system.pids();
+        for pid in pids.values() {
+            // Without permission (a foreign process) the peak is the lifetime peak.
+            drop(procs::reset_peak(*pid));
+        }
+        let metrics_before = match &metrics_addr {
+            Some(addr) => Some(scrape(addr).await?),
+            None => None,
+        };
+        let before = usages(&pids);
+        let outcome = drive(self.options.duration).await;
+        let after = usages(&pids);
+        let summary = outcome.summary();
+        let requests =
+            summary.ok + summary.errors - summary.error_codes.get("dropped").unwrap_or(&0);
+
+        let mut upstream_by_method = BTreeMap::new();
+        if let (Some(addr), Some(before)) = (&metrics_addr, &metrics_before) {
+            let before = upstream_calls(before);
+            let after = upstream_calls(&scrape(addr).await?);
+            for (method, count) in after {
+                let delta = count - before.get(&method).copied().unwrap_or(0.0);
+                if delta > 0.0 {
+                    upstream_by_method.insert(method, delta / requests.max(1) as f64);
+                }
+            }
+        }
+        let ok = summary.ok.max(1) as f64;
+        let mut cpu = BTreeMap::new();
+        let mut peak = BTreeMap::new();
+        let mut end = BTreeMap::new();
+        for (name, after) in &after {
+            if let Some(before) = before.get(name) {
+                cpu.insert(
+                    name.clone(),
+                    (after.cpu_seconds - before.cpu_seconds) * 1e6 / ok,
+                );
+            }
+            peak.insert(name.clone(), after.peak_rss_bytes as f64 / MIB);
+            end.insert(name.clone(), after.rss_bytes as f64 / MIB);
+        }
+        let phase = Phase {
+            name: name.to_owned(),
+            what: what.to_owned(),
+            load,
+            summary,
+            upstream_calls_per_request: metrics_addr
+                .is_some()
+                .then(|| upstream_by_method.values().sum()),
+            upstream_calls_by_method: upstream_by_method,
+            cpu_us_per_request: cpu,
+            peak_rss_mib: peak,
+            end_rss_mib: end,
+        };
+        eprintln!(
+            "{:<34} {:>14} {:>9.0} req/s  p50 {:>7} µs  p99 {:>7} µs  errors {}",
+            phase.name,
+            phase.load.to_string(),
+            phase.summary.rps,
+            phase.summary.p50_us,
+            phase.summary.p99_us,
+            phase.summary.errors
+        );
+        self.phases.push(phase.clone());
+        Ok(phase)
+    }
+
+    fn closed(&self) -> Load {
+        Load::Closed {
+            concurrency: self.options.concurrency,
+        }
+    }
+}
+
+/// The result of a suite run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub phases: Vec<Phase>,
+    pub targets: Vec<TargetCheck>,
+    /// Ratios between phases, in words.
+    pub comparisons: Vec<String>,
+    pub seconds: f64,
+}
+
+/// The read methods of the foundation services, where the critical-path phase injects latency.
+const FOUNDATION_READS: [(&str, &[&str]); 4] = [
+    ("tracks", &["BATCHGETTRACKS", "LISTTRACKSBYOWNER"]),
+    ("likes", &["BATCHGETREACTIONS", "LISTLIKEDTRACKS"]),
+    ("follows", &["BATCHGETFOLLOWING"]),
+    ("counts", &["BATCHGETTRACKCOUNTS", "BATCHGETUSERCOUNTS"]),
+];
+
+/// Runs every scenario; the phases that restart services run only on [`System::Processes`].
+pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let workload =
+        Workload::prepare(&system.endpoints(), options.seed_users, options.seed_tracks).await?;
+    let mut runner = Runner {
+        options,
+        system,
+        phases: Vec::new(),
+    };
+    let closed = runner.closed();
+    use Gateway::{Consumer, Creator};
+
+    // (a) One upstream: the gateway next to calling the tracks service directly.
+    let direct = runner
+        .phase(
+            "tracks.direct",
+            "tracks.BatchGetTracks of one id, called directly (no gateway)",
+            Gateway::None,
+            closed,
+            &workload.tracks_direct(),
+        )
+        .await?;
+    let title = runner
+        .phase(
+            "consumer.get_track.title",
+            "GetTrack, mask `title` (one upstream call)",
+            Consumer,
+            closed,
+            &workload.get_track(Some("title")),
+        )
+        .await?;
+    // (b) The whole consumer view, and a realistic mix of masks.
+    let full = runner
+        .phase(
+            "consumer.get_track.full",
+            "GetTrack, whole view (five upstream calls in two stages)",
+            Consumer,
+            closed,
+            &workload.get_track(None),
+        )
+        .await?;
+    runner
+        .phase(
+            "consumer.get_track.mixed",
+            "GetTrack, masks rotating through the mask table",
+            Consumer,
+            closed,
+            &workload.get_track_mixed(),
+        )
+        .await?;
+    // (c) Batches.
+    for size in [1, 10, 100] {
+        runner
+            .phase(
+                &format!("consumer.batch_get.{size}"),
+                &format!("BatchGetTracks of {size}, whole view"),
+                Consumer,
+                closed,
+                &workload.batch_get(size),
+            )
+            .await?;
+    }
+    // Unloaded latency of one track against a batch of 100.
+    let one = Load::Closed { concurrency: 1 };
+    let single_latency = runner
+        .phase(
+            "consumer.get_track.full.c1",
+            "GetTrack, whole view, one caller",
+            Consumer,
+            one,
+            &workload.get_track(None),
+        )
+        .await?;
+    let batch_latency = runner
+        .phase(
+            "consumer.batch_get.100.c1",
+            "BatchGetTracks of 100, whole view, one caller",
+            Consumer,
+            one,
+            &workload.batch_get(100),
+        )
+        .await?;
+    // (e) and (f): pages.
+    runner
+        .phase(
+            "consumer.list_liked.50",
+            "ListLikedTracks, page of 50, whole view",
+            Consumer,
+            closed,
+            &workload.list_liked(50),
+        )
+        .await?;
+    runner
+        .phase(
+            "creator.list_my_tracks.20",
+            "Creator ListMyTracks, page of 20, whole view",
+            Creator,
+            closed,
+            &workload.list_my_tracks(20),
+        )
+        .await?;
+
+    // Added latency at half of the saturation rate: the gateway against the same foundation
+    // calls made directly in the same stages.
+    let half_full = Load::Open {
+        rate: (full.summary.rps / 2.0).max(1.0),
+    };
+    let gateway_half = runner
+        .phase(
+            "consumer.get_track.full@half",
+            "GetTrack, whole view, at half the saturation rate",
+            Consumer,
+            half_full,
+            &workload.get_track(None),
+        )
+        .await?;
+    let direct_half = runner
+        .phase(
+            "direct.full_view@half",
+            "The whole view's foundation calls made directly in two stages, same rate",
+            Gateway::None,
+            half_full,
+            &workload.direct_full_view(),
+        )
+        .await?;
+    let half_title = Load::Open {
+        rate: (title.summary.rps / 2.0).max(1.0),
+    };
+    let title_half = runner
+        .phase(
+            "consumer.get_track.title@half",
+            "GetTrack, mask `title`, at half its saturation rate",
+            Consumer,
+            half_title,
+            &workload.get_track(Some("title")),
+        )
+        .await?;
+    let direct_title_half = runner
+        .phase(
+            "tracks.direct@half",
+            "tracks.BatchGetTracks of one id directly, same rate",
+            Gateway::None,
+            half_title,
+            &workload.tracks_direct(),
+        )
+        .await?;
+
+    let mut memory = None;
+    let mut overload = None;
+    let mut injected = None;
+    if let System::Processes(processes) = runner.system {
+        // Memory with many requests in flight: the limit raised above them, so none is shed.
+        let limit = (options.memory_in_flight * 2).to_string();
+        processes
+            .restart(
+                &["consumer-gateway"],
+                &[("SERVER__MAX_CONCURRENT_REQUESTS", &limit)],
+            )
+            .await?;
+        memory = Some(
+            runner
+                .phase(
+                    &format!("consumer.get_track.full.c{}", options.memory_in_flight),
+                    "GetTrack, whole view, this many requests in flight",
+                    Consumer,
+                    Load::Closed {
+                        concurrency: options.memory_in_flight,
+                    },
+                    &workload.get_track(None),
+                )
+                .await?,
+        );
+
+        // Overload: twice the saturation rate against a gateway whose concurrency limit
+        // sheds the excess.
+        let System::Processes(processes) = runner.system else {
+            unreachable!()
+        };
+        let limit = options.overload_limit.to_string();
+        processes
+            .restart(
+                &["consumer-gateway"],
+                &[("SERVER__MAX_CONCURRENT_REQUESTS", &limit)],
+            )
+            .await?;
+        overload = Some(
+            runner
+                .phase(
+                    "consumer.get_track.full@2x",
+                    "GetTrack, whole view, at twice the saturation rate, concurrency limit set",
+                    Consumer,
+                    Load::Open {
+                        rate: full.summary.rps * 2.0,
+                    },
+                    &workload.get_track(None),
+                )
+                .await?,
+        );
+        let System::Processes(processes) = runner.system else {
+            unreachable!()
+        };
+        processes.reset(&["consumer-gateway"]).await?;
+
+        // (d) Fixed latency on every foundation read: the gateway against its critical path.
+        let latency = options.injected_latency_ms.to_string();
+        for (service, methods) in FOUNDATION_READS {
+            let env: Vec<(String, &str)> = methods
+                .iter()
+                .map(|method| (format!("FAULTS__{method}__LATENCY_MS"), latency.as_str()))
+                .collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            processes.restart(&[service], &env).await?;
+        }
+        let rate = Load::Open { rate: 200.0 };
+        let gateway = runner
+            .phase(
+                &format!("consumer.get_track.full+{latency}ms"),
+                "GetTrack, whole view, every foundation read delayed",
+                Consumer,
+                rate,
+                &workload.get_track(None),
+            )
+            .await?;
+        let direct = runner
+            .phase(
+                &format!("direct.full_view+{latency}ms"),
+                "The same foundation calls made directly in two stages",
+                Gateway::None,
+                rate,
+                &workload.direct_full_view(),
+            )
+            .await?;
+        injected = Some((gateway, direct));
+        let System::Processes(processes) = runner.system else {
+            unreachable!()
+        };
+        processes
+            .reset(&["tracks", "likes", "follows", "counts"])
+            .await?;
+    }
+
+    let mut targets = Vec::new();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let added = |gateway: &Phase, direct: &Phase, q: fn(&Summary) -> u64| {
+        q(&gateway.summary) as i64 - q(&direct.summary) as i64
+    };
+    let p50 = |s: &Summary| s.p50_us;
+    let p99 = |s: &Summary| s.p99_us;
+    for (label, gateway, direct) in [
+        ("whole view", &gateway_half, &direct_half),
+        ("mask `title`", &title_half, &direct_title_half),
+    ] {
+        let (a50, a99) = (added(gateway, direct, p50), added(gateway, direct, p99));
+        targets.push(TargetCheck {
+            target: format!(
+                "added latency over the upstream critical path at half saturation, {label}: p50 ≤ 1 ms, p99 ≤ 5 ms"
+            ),
+            figure: format!(
+                "p50 {:.2} ms ({:.2} − {:.2}), p99 {:.2} ms ({:.2} − {:.2})",
+                a50 as f64 / 1000.0,
+                ms(gateway.summary.p50_us),
+                ms(direct.summary.p50_us),
+                a99 as f64 / 1000.0,
+                ms(gateway.summary.p99_us),
+                ms(direct.summary.p99_us),
+            ),
+            met: a50 <= 1000 && a99 <= 5000,
+        });
+    }
+    if let Some((gateway, direct)) = &injected {
+        let (a50, a99) = (added(gateway, direct, p50), added(gateway, direct, p99));
+        targets.push(TargetCheck {
+            target: format!(
+                "added latency with {} ms on every foundation read (critical path ≥ {} ms): p50 ≤ 1 ms, p99 ≤ 5 ms",
+                options.injected_latency_ms,
+                2 * options.injected_latency_ms
+            ),
+            figure: format!(
+                "p50 {:.2} ms ({:.2} − {:.2}), p99 {:.2} ms ({:.2} − {:.2})",
+                a50 as f64 / 1000.0,
+                ms(gateway.summary.p50_us),
+                ms(direct.summary.p50_us),
+                a99 as f64 / 1000.0,
+                ms(gateway.summary.p99_us),
+                ms(direct.summary.p99_us),
+            ),
+            met: a50 <= 1000 && a99 <= 5000,
+        });
+    }
+    for (phase, limit) in [(&full, 150.0), (&title, 60.0)] {
+        if let Some(cpu) = phase.cpu_us_per_request.get("consumer-gateway") {
+            targets.push(TargetCheck {
+                target: format!("gateway CPU per request, {}: ≤ {limit:.0} µs", phase.name),
+                figure: format!("{cpu:.0} µs"),
+                met: *cpu <= limit,
+            });
+        }
+    }
+    let batch = runner
+        .phases
+        .iter()
+        .find(|phase| phase.name == "consumer.batch_get.100")
+        .cloned();
+    if let Some(batch) = batch {
+        let (calls_batch, calls_one) = (
+            batch.upstream_calls_per_request.unwrap_or(f64::NAN),
+            full.upstream_calls_per_request.unwrap_or(f64::NAN),
+        );
+        targets.push(TargetCheck {
+            target: "BatchGetTracks of 100, whole view: as many upstream calls as one GetTrack"
+                .into(),
+            figure: format!("{calls_batch:.2} against {calls_one:.2}"),
+            met: (calls_batch - calls_one).abs() < 0.01,
+        });
+    }
+    let ratio = batch_latency.summary.p50_us as f64 / single_latency.summary.p50_us.max(1) as f64;
+    targets.push(TargetCheck {
+        target: "BatchGetTracks of 100, whole view: latency ≤ 3 × one GetTrack (p50, one caller)"
+            .into(),
+        figure: format!(
+            "{ratio:.2} × ({:.2} ms against {:.2} ms)",
+            ms(batch_latency.summary.p50_us),
+            ms(single_latency.summary.p50_us)
+        ),
+        met: ratio <= 3.0,
+    });
+    if let Some(memory) = &memory
+        && let Some(peak) = memory.peak_rss_mib.get("consumer-gateway")
+    {
+        targets.push(TargetCheck {
+            target: format!(
+                "gateway RSS with {} requests in flight: ≤ 64 MiB",
+                options.memory_in_flight
+            ),
+            figure: format!("peak {peak:.1} MiB"),
+            met: *peak <= 64.0,
+        });
+    }
+    if let Some(overload) = &overload {
+        let shed = overload
+            .summary
+            .error_codes
+            .get("RESOURCE_EXHAUSTED")
+            .copied()
+            .unwrap_or(0);
+        let others = overload.summary.errors - shed;
+        let peak = overload
+            .peak_rss_mib
+            .get("consumer-gateway")
+            .copied()
+            .unwrap_or(f64::NAN);
+        targets.push(TargetCheck {
+            target: "twice the saturation rate: the excess is shed, accepted calls keep a bounded latency, memory stays flat".into(),
+            figure: format!(
+                "{:.0}/s offered, {:.0}/s served, {shed} shed, {others} other errors; accepted p50 {:.2} ms, p99 {:.2} ms (at half saturation {:.2} / {:.2} ms); gateway peak RSS {peak:.1} MiB",
+                full.summary.rps * 2.0,
+                overload.summary.rps,
+                ms(overload.summary.p50_us),
+                ms(overload.summary.p99_us),
+                ms(gateway_half.summary.p50_us),
+                ms(gateway_half.summary.p99_us),
+            ),
+            met: shed > 0 && others == 0 && peak <= 64.0,
+        });
+    }
+    let comparisons = vec![
+        format!(
+            "(a) GetTrack with mask `title` through the gateway against tracks.BatchGetTracks directly: throughput {:.2} ×, p50 latency {:.2} × ({:.2} ms against {:.2} ms)",
+            title.summary.rps / direct.summary.rps.max(1e-9),
+            title.summary.p50_us as f64 / direct.summary.p50_us.max(1) as f64,
+            ms(title.summary.p50_us),
+            ms(direct.summary.p50_us),
+        ),
+        format!(
+            "whole view against mask `title`: throughput {:.2} ×, p50 latency {:.2} ×",
+            full.summary.rps / title.summary.rps.max(1e-9),
+            full.summary.p50_us as f64 / title.summary.p50_us.max(1) as f64,
+        ),
+    ];
+    Ok(Outcome {
+        phases: runner.phases,
+        targets,
+        comparisons,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,114 @@
+//! The suite against the in-process topology: every scenario runs without errors, and the
+//! upstream calls it reads from the gateways' metrics are the ones each scenario must make.
+//! (The phases that restart services and the per-process CPU figures need the services as
+//! separate processes, which `just bench` starts.)
+
+use std::time::Duration;
+
+use loadgen::{
+    Endpoints,
+    report::{Machine, Report},
+    suite::{self, SuiteOptions, System},
+};
+use topology::{Options, Topology};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
+    let topology = Topology::start(Options {
+        ephemeral: true,
+        ..Options::default()
+    })
+    .await
+    .expect("the topology starts");
+    topology
+        .wait_ready(Duration::from_secs(120))
+        .await
+        .expect("the topology becomes ready");
+    let endpoints = Endpoints {
+        consumer: topology.consumer_gateway.url(),
+        creator: topology.creator_gateway.url(),
+        tracks: topology.tracks.url(),
+        likes: topology.likes.url(),
+        follows: topology.follows.url(),
+        counts: topology.counts.url(),
+        consumer_metrics: topology.consumer_gateway.metrics_addr.to_string(),
+        creator_metrics: topology.creator_gateway.metrics_addr.to_string(),
+    };
+    let options = SuiteOptions {
+        warmup: Duration::from_millis(50),
+        duration: Duration::from_millis(300),
+        concurrency: 4,
+        ..SuiteOptions::quick()
+    };
+    let mut system = System::InProcess(endpoints);
+    let outcome = suite::run(&options, &mut system)
+        .await
+        .expect("the suite runs");
+
+    let phase = |name: &str| {
+        outcome
+            .phases
+            .iter()
+            .find(|phase| phase.name == name)
+            .unwrap_or_else(|| panic!("no phase {name}"))
+    };
+    for phase in &outcome.phases {
+        assert_eq!(
+            phase.summary.errors, 0,
+            "{}: {:?}",
+            phase.name, phase.summary
+        );
+        assert!(phase.summary.ok > 0, "{}", phase.name);
+    }
+    let calls = |name: &str| phase(name).upstream_calls_per_request;
+    assert_eq!(calls("consumer.get_track.title"), Some(1.0));
+    assert_eq!(
+        phase("consumer.get_track.title")
+            .upstream_calls_by_method
+            .keys()
+            .collect::<Vec<_>>(),
+        ["BatchGetTracks"]
+    );
+    assert_eq!(calls("consumer.get_track.full"), Some(5.0));
+    for size in [1, 10, 100] {
+        assert_eq!(calls(&format!("consumer.batch_get.{size}")), Some(5.0));
+    }
+    assert_eq!(calls("tracks.direct"), None);
+    // Only this process: CPU of the generator, nothing per service.
+    assert!(
+        phase("consumer.get_track.full")
+            .cpu_us_per_request
+            .keys()
+            .eq(["loadgen"])
+    );
+    let batch_target = outcome
+        .targets
+        .iter()
+        .find(|target| target.target.contains("as many upstream calls"))
+        .expect("the batch target is checked");
+    assert!(batch_target.met, "{batch_target:?}");
+
+    let report = Report {
+        machine: Machine::detect("in-process test"),
+        options,
+        outcome,
+    };
+    let markdown = report.to_markdown();
+    assert!(
+        markdown.contains("| `consumer.batch_get.100` |"),
+        "{markdown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+    assert!(
+        json["phases"]
+            .as_array()
+            .is_some_and(|phases| phases.len() >= 15)
+    );
+    assert!(
+        json["machine"]["cores"]
+            .as_u64()
+            .is_some_and(|cores| cores >= 1)
+    );
+
+    topology.stop().await.expect("the topology stops");
+}
