@@ -37,6 +37,9 @@ struct Cli {
     /// liked50, my20, direct.
     #[arg(long, value_name = "SCENARIO")]
     profile: Option<String>,
+    /// Callers of the closed loop with --profile (default 32).
+    #[arg(long)]
+    concurrency: Option<usize>,
 }
 
 #[tokio::main]
@@ -71,6 +74,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         seed_tracks: options.seed_tracks,
     })
     .await?;
+    if let Some(concurrency) = cli.concurrency {
+        options.concurrency = concurrency;
+    }
     if let Some(scenario) = &cli.profile {
         let seconds = cli.seconds.unwrap_or(30.0);
         let result = profile(&processes, &options, scenario, seconds).await;
@@ -139,8 +145,9 @@ async fn profile(
     for ((name, pid), before) in pids.iter().zip(before) {
         if let (Ok(before), Ok(after)) = (before, procs::usage(*pid)) {
             println!(
-                "{name}: {:.0} µs CPU per request",
-                (after.cpu_seconds - before.cpu_seconds) * 1e6 / summary.ok.max(1) as f64
+                "{name}: {:.0} µs CPU per request, peak RSS {:.1} MiB",
+                (after.cpu_seconds - before.cpu_seconds) * 1e6 / summary.ok.max(1) as f64,
+                after.peak_rss_bytes as f64 / 1024.0 / 1024.0
             );
         }
     }
