@@ -40,6 +40,9 @@ struct Cli {
     /// Callers of the closed loop with --profile (default 32).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// The gateway's concurrency limit in the overload phase (default 64, or 16 with --quick).
+    #[arg(long)]
+    overload_limit: Option<usize>,
 }
 
 #[tokio::main]
@@ -74,6 +77,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         seed_tracks: options.seed_tracks,
     })
     .await?;
+    if let Some(limit) = cli.overload_limit {
+        options.overload_limit = limit;
+    }
     if let Some(concurrency) = cli.concurrency {
         options.concurrency = concurrency;
     }
