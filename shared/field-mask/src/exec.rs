@@ -135,7 +135,9 @@ where
         .iter()
         .enumerate()
         .map(|(index, &source)| {
-            let future = bounded(deadline, call(source));
+            // Boxed, so that each call's future exists once on the heap at its own size instead
+            // of being held (and moved) by value in every layer above it.
+            let future = bounded(deadline, Box::pin(call(source)));
             async move { (index, future.await) }
         })
         .collect();
