@@ -52,20 +52,7 @@ pub async fn serving(url: &str) -> bool {
         .is_ok_and(|response| response.into_inner().status == ServingStatus::Serving as i32)
 }
 
-/// Reads a Prometheus page over plain HTTP/1.0 from `host:port`.
-pub async fn scrape(addr: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default())
-}
+pub use service_runtime::metrics::scrape;
 
 /// The gateway's upstream calls so far, by foundation method, from its
 /// `grpc_client_handled_total` samples.

@@ -342,6 +342,22 @@ pub fn encode(registry: &Registry) -> String {
     text
 }
 
+/// Reads the Prometheus page that a service serves on `addr` (plain HTTP/1.0, `/metrics`).
+/// For tests and tools.
+pub async fn scrape(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
 /// The value of the sample `name` whose labels include `labels`, summed over the samples that
 /// match, in a page of the Prometheus text format (0 when none matches). For tests and tools.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

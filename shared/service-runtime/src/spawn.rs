@@ -97,17 +97,7 @@ impl Running {
 
     /// Reads the service's `/metrics` page.
     pub async fn scrape(&self) -> std::io::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        Ok(response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default())
+        crate::metrics::scrape(self.metrics_addr).await
     }
 
     /// Signals shutdown without waiting.
