@@ -10,7 +10,8 @@ use std::{
 
 use authorization::Principal;
 use field_mask::{
-    CallError, Explain, FanoutSpec, Input, Mask, Source, Stage, ViewSchema, run_stage, unique_keys,
+    CallError, Explain, FanoutSpec, Input, Mask, Source, Stage, StageResults, ViewSchema,
+    run_calls, run_stage, unique_keys,
 };
 use protos::{
     consumer::v1 as view,
@@ -159,189 +160,117 @@ impl TrackView {
             tokio::time::Instant::from_std(started + longest)
         };
 
-        // Stage one: the tracks (authorization needs them) and everything keyed by track id,
-        // concurrently. Data for tracks that turn out hidden is dropped below.
+        // Stage one is the tracks (authorization needs them) and everything keyed by track id.
+        // The tracks are fetched on their own so that stage two, keyed by the visible tracks'
+        // owners, starts as soon as they answer, while the rest of stage one is still running.
+        // Data for tracks that turn out hidden is dropped below.
         let unique = unique_keys(ids.iter().cloned());
-        let mut prefetched = prefetched;
-        let deadline = stage_deadline(&[
+        let first_deadline = stage_deadline(&[
             clients.budget(&clients.tracks, caller.inbound),
             clients.budget(&clients.likes, caller.inbound),
             clients.budget(&clients.counts, caller.inbound),
         ]);
-        let mut first = run_stage(&plan, Stage::First, deadline, |source| {
-            let unique = unique.clone();
-            let prefetched = if source == Src::Tracks {
-                prefetched.take()
+        let second_deadline = stage_deadline(&[
+            clients.budget(&clients.follows, caller.inbound),
+            clients.budget(&clients.counts, caller.inbound),
+        ]);
+        let authorized = async {
+            let tracks = match prefetched {
+                Some(tracks) => tracks,
+                None => {
+                    let mut fetched = run_calls(&plan, [Src::Tracks], first_deadline, |source| {
+                        by_track(clients, source, &unique, caller)
+                    })
+                    .await;
+                    // Authorization fails closed: without the tracks there is no answer.
+                    match fetched.take(Src::Tracks) {
+                        Some(Ok(Fetched::Tracks(tracks))) => tracks,
+                        Some(Err(error)) => return Err(call_error("tracks", error)),
+                        _ => {
+                            return Err(GatewayError::Upstream {
+                                service: "tracks",
+                                status: tonic::Status::internal("the tracks call was not planned"),
+                            });
+                        }
+                    }
+                }
+            };
+            let mut by_id: HashMap<String, FoundationTrack> = tracks
+                .into_iter()
+                .map(|track| (track.id.clone(), track))
+                .collect();
+            for id in &unique {
+                if let Some(track) = by_id.get(id)
+                    && let Err(hidden) =
+                        rules::visible(track, caller.principal, caller.secret_token)
+                {
+                    audit.track_withheld(id, user, hidden.as_str());
+                    by_id.remove(id);
+                }
+            }
+
+            // Stage two: what is keyed by the visible tracks' owners.
+            let owners = unique_keys(
+                unique
+                    .iter()
+                    .filter_map(|id| by_id.get(id))
+                    .map(|track| track.owner_id.clone()),
+            );
+            let second = if !owners.is_empty() && plan.stage(Stage::Second).next().is_some() {
+                Some(
+                    run_stage(&plan, Stage::Second, second_deadline, |source| {
+                        by_owner(clients, source, &owners, caller)
+                    })
+                    .await,
+                )
             } else {
                 None
             };
-            async move {
-                match source {
-                    Src::Tracks => match prefetched {
-                        Some(tracks) => Ok(Fetched::Tracks(tracks)),
-                        None => clients
-                            .read(&clients.tracks, caller.inbound, |mut client, budget| {
-                                let ids = unique.clone();
-                                async move {
-                                    client
-                                        .batch_get_tracks(outbound(
-                                            BatchGetTracksRequest { ids },
-                                            budget,
-                                        ))
-                                        .await
-                                }
-                            })
-                            .await
-                            .map(|response| Fetched::Tracks(response.tracks)),
-                    },
-                    Src::Reactions => match user {
-                        None => Ok(Fetched::Reactions(Vec::new())),
-                        Some(user) => clients
-                            .read(&clients.likes, caller.inbound, |mut client, budget| {
-                                let message = BatchGetReactionsRequest {
-                                    user_id: user.to_owned(),
-                                    track_ids: unique.clone(),
-                                };
-                                async move {
-                                    client.batch_get_reactions(outbound(message, budget)).await
-                                }
-                            })
-                            .await
-                            .map(|response| Fetched::Reactions(response.reactions)),
-                    },
-                    Src::TrackCounts => clients
-                        .read(&clients.counts, caller.inbound, |mut client, budget| {
-                            let message = BatchGetTrackCountsRequest {
-                                track_ids: unique.clone(),
-                            };
-                            async move {
-                                client
-                                    .batch_get_track_counts(outbound(message, budget))
-                                    .await
-                            }
-                        })
-                        .await
-                        .map(|response| Fetched::TrackCounts(response.counts)),
-                    Src::Following | Src::UserCounts => unreachable_stage(source),
-                }
-            }
-        })
-        .await;
-
-        // Authorization fails closed: without the tracks there is no answer.
-        let tracks = match first.take(Src::Tracks) {
-            Some(Ok(Fetched::Tracks(tracks))) => tracks,
-            Some(Err(error)) => return Err(call_error("tracks", error)),
-            _ => {
-                return Err(GatewayError::Upstream {
-                    service: "tracks",
-                    status: tonic::Status::internal("the tracks call was not planned"),
-                });
-            }
+            Ok((by_id, second))
         };
-        let mut by_id: HashMap<String, FoundationTrack> = tracks
-            .into_iter()
-            .map(|track| (track.id.clone(), track))
-            .collect();
-        for id in &unique {
-            if let Some(track) = by_id.get(id)
-                && let Err(hidden) = rules::visible(track, caller.principal, caller.secret_token)
-            {
-                audit.track_withheld(id, user, hidden.as_str());
-                by_id.remove(id);
-            }
-        }
+        let rest_of_first = async {
+            let sources = plan
+                .stage(Stage::First)
+                .filter(|source| *source != Src::Tracks);
+            Ok(run_calls(&plan, sources, first_deadline, |source| {
+                by_track(clients, source, &unique, caller)
+            })
+            .await)
+        };
+        // A failed tracks call drops the calls still running.
+        let ((by_id, second), first) = tokio::try_join!(authorized, rest_of_first)?;
 
         let mut failed: Vec<Src> = Vec::new();
         let mut reactions = HashMap::new();
         let mut track_counts = HashMap::new();
-        for (source, result) in first.into_inner() {
+        let mut following = HashMap::new();
+        let mut user_counts = HashMap::new();
+        let results = first
+            .into_inner()
+            .into_iter()
+            .chain(second.into_iter().flat_map(StageResults::into_inner));
+        for (source, result) in results {
             match result {
+                Ok(Fetched::Tracks(_)) => {}
                 Ok(Fetched::Reactions(list)) => {
                     reactions = list.into_iter().map(|r| (r.track_id.clone(), r)).collect();
                 }
                 Ok(Fetched::TrackCounts(list)) => {
                     track_counts = list.into_iter().map(|c| (c.track_id.clone(), c)).collect();
                 }
-                Ok(_) => {}
+                Ok(Fetched::Following(list)) => {
+                    following = list
+                        .into_iter()
+                        .map(|state| (state.followee_id.clone(), state.following))
+                        .collect();
+                }
+                Ok(Fetched::UserCounts(list)) => {
+                    user_counts = list.into_iter().map(|c| (c.user_id.clone(), c)).collect();
+                }
                 Err(error) => {
                     tracing::warn!(method = source.method(), %error, "degrading the response");
                     audit.degraded(source.method());
                     failed.push(source);
-                }
-            }
-        }
-
-        // Stage two: what is keyed by the visible tracks' owners.
-        let owners = unique_keys(
-            unique
-                .iter()
-                .filter_map(|id| by_id.get(id))
-                .map(|track| track.owner_id.clone()),
-        );
-        let mut following = HashMap::new();
-        let mut user_counts = HashMap::new();
-        if !owners.is_empty() && plan.stage(Stage::Second).next().is_some() {
-            let deadline = stage_deadline(&[
-                clients.budget(&clients.follows, caller.inbound),
-                clients.budget(&clients.counts, caller.inbound),
-            ]);
-            let second = run_stage(&plan, Stage::Second, deadline, |source| {
-                let owners = owners.clone();
-                async move {
-                    match source {
-                        Src::Following => match user {
-                            None => Ok(Fetched::Following(Vec::new())),
-                            Some(user) => clients
-                                .read(&clients.follows, caller.inbound, |mut client, budget| {
-                                    let message = BatchGetFollowingRequest {
-                                        follower_id: user.to_owned(),
-                                        followee_ids: owners.clone(),
-                                    };
-                                    async move {
-                                        client.batch_get_following(outbound(message, budget)).await
-                                    }
-                                })
-                                .await
-                                .map(|response| Fetched::Following(response.states)),
-                        },
-                        Src::UserCounts => clients
-                            .read(&clients.counts, caller.inbound, |mut client, budget| {
-                                let message = BatchGetUserCountsRequest {
-                                    user_ids: owners.clone(),
-                                };
-                                async move {
-                                    client
-                                        .batch_get_user_counts(outbound(message, budget))
-                                        .await
-                                }
-                            })
-                            .await
-                            .map(|response| Fetched::UserCounts(response.counts)),
-                        Src::Tracks | Src::Reactions | Src::TrackCounts => {
-                            unreachable_stage(source)
-                        }
-                    }
-                }
-            })
-            .await;
-            for (source, result) in second.into_inner() {
-                match result {
-                    Ok(Fetched::Following(list)) => {
-                        following = list
-                            .into_iter()
-                            .map(|state| (state.followee_id.clone(), state.following))
-                            .collect();
-                    }
-                    Ok(Fetched::UserCounts(list)) => {
-                        user_counts = list.into_iter().map(|c| (c.user_id.clone(), c)).collect();
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(method = source.method(), %error, "degrading the response");
-                        audit.degraded(source.method());
-                        failed.push(source);
-                    }
                 }
             }
         }
@@ -405,6 +334,89 @@ impl TrackView {
                 status: tonic::Status::internal(error.to_string()),
             })?;
         Ok(view)
+    }
+}
+
+/// One call keyed by track id, for the tracks `ids`.
+async fn by_track(
+    clients: &Clients,
+    source: Src,
+    ids: &[String],
+    caller: Caller<'_>,
+) -> Result<Fetched, tonic::Status> {
+    match source {
+        Src::Tracks => clients
+            .read(&clients.tracks, caller.inbound, |mut client, budget| {
+                let message = BatchGetTracksRequest { ids: ids.to_vec() };
+                async move { client.batch_get_tracks(outbound(message, budget)).await }
+            })
+            .await
+            .map(|response| Fetched::Tracks(response.tracks)),
+        Src::Reactions => match caller.principal.user() {
+            None => Ok(Fetched::Reactions(Vec::new())),
+            Some(user) => clients
+                .read(&clients.likes, caller.inbound, |mut client, budget| {
+                    let message = BatchGetReactionsRequest {
+                        user_id: user.to_owned(),
+                        track_ids: ids.to_vec(),
+                    };
+                    async move { client.batch_get_reactions(outbound(message, budget)).await }
+                })
+                .await
+                .map(|response| Fetched::Reactions(response.reactions)),
+        },
+        Src::TrackCounts => clients
+            .read(&clients.counts, caller.inbound, |mut client, budget| {
+                let message = BatchGetTrackCountsRequest {
+                    track_ids: ids.to_vec(),
+                };
+                async move {
+                    client
+                        .batch_get_track_counts(outbound(message, budget))
+                        .await
+                }
+            })
+            .await
+            .map(|response| Fetched::TrackCounts(response.counts)),
+        Src::Following | Src::UserCounts => unreachable_stage(source),
+    }
+}
+
+/// One call keyed by owner, for the tracks' `owners`.
+async fn by_owner(
+    clients: &Clients,
+    source: Src,
+    owners: &[String],
+    caller: Caller<'_>,
+) -> Result<Fetched, tonic::Status> {
+    match source {
+        Src::Following => match caller.principal.user() {
+            None => Ok(Fetched::Following(Vec::new())),
+            Some(user) => clients
+                .read(&clients.follows, caller.inbound, |mut client, budget| {
+                    let message = BatchGetFollowingRequest {
+                        follower_id: user.to_owned(),
+                        followee_ids: owners.to_vec(),
+                    };
+                    async move { client.batch_get_following(outbound(message, budget)).await }
+                })
+                .await
+                .map(|response| Fetched::Following(response.states)),
+        },
+        Src::UserCounts => clients
+            .read(&clients.counts, caller.inbound, |mut client, budget| {
+                let message = BatchGetUserCountsRequest {
+                    user_ids: owners.to_vec(),
+                };
+                async move {
+                    client
+                        .batch_get_user_counts(outbound(message, budget))
+                        .await
+                }
+            })
+            .await
+            .map(|response| Fetched::UserCounts(response.counts)),
+        Src::Tracks | Src::Reactions | Src::TrackCounts => unreachable_stage(source),
     }
 }
 

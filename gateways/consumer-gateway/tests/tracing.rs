@@ -1,6 +1,7 @@
 //! One GetTrack is one trace: the gateway's server span, a client span per foundation method the
 //! mask needs, and each foundation service's server span joined to the client span that called
-//! it through the W3C `traceparent` header.
+//! it through the W3C `traceparent` header. The spans' times also show the stages pipelined:
+//! stage two starts while a slow call of stage one is still running.
 //!
 //! A test binary of its own, because it installs the process-wide subscriber and propagator.
 
@@ -15,6 +16,7 @@ use protos::{
     foundation::tracks::v1::{BatchGetTracksRequest, tracks_service_client::TracksServiceClient},
 };
 use service_runtime::{
+    faults::{FaultCode, MethodFault},
     spawn::Running,
     telemetry::{LogFormat, LogSettings},
 };
@@ -33,6 +35,9 @@ const CLIENT_CALLS: [&str; 5] = [
 ];
 
 const GET_TRACK: &str = "consumer.v1.ConsumerGateway/GetTrack";
+
+/// Latency injected into likes' BatchGetReactions, a stage-one call.
+const SLOW_REACTIONS_MS: u64 = 300;
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
@@ -74,6 +79,14 @@ async fn start() -> (Vec<Running>, Running) {
         s.seed.users = USERS;
         s.seed.tracks = TRACKS;
         relay(&mut s.outbox);
+        s.faults.insert(
+            "BatchGetReactions".into(),
+            MethodFault {
+                latency_ms: SLOW_REACTIONS_MS,
+                error_rate: 0.0,
+                code: FaultCode::Unavailable,
+            },
+        );
         Running::ephemeral("likes", move |l, stop| likes::run(s, l, stop))
             .await
             .unwrap()
@@ -251,6 +264,25 @@ async fn one_get_track_is_one_trace_across_the_gateway_and_the_foundation() {
         );
         assert!(upstream.parent_span_is_remote);
     }
+    // Stage two (keyed by the track's owner) starts as soon as the tracks answer, while the
+    // reactions call of stage one, slowed by the injected latency, is still running.
+    let client_span = |name: &str| {
+        in_trace
+            .iter()
+            .find(|span| span.span_kind == SpanKind::Client && span.name == name)
+            .unwrap()
+    };
+    let reactions = client_span("foundation.likes.v1.LikesService/BatchGetReactions");
+    for name in [
+        "foundation.follows.v1.FollowsService/BatchGetFollowing",
+        "foundation.counts.v1.CountsService/BatchGetUserCounts",
+    ] {
+        assert!(
+            client_span(name).start_time < reactions.end_time,
+            "{name} started before stage one's slow reactions call ended"
+        );
+    }
+
     let servers = in_trace
         .iter()
         .filter(|span| span.span_kind == SpanKind::Server)

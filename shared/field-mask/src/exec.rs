@@ -120,14 +120,34 @@ pub async fn run_stage<S, F, Fut, T, E>(
     plan: &Plan<'_, S>,
     stage: Stage,
     deadline: Instant,
-    mut call: F,
+    call: F,
 ) -> StageResults<S, T, E>
 where
     S: Source,
     F: FnMut(S) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let sources: Vec<S> = plan.stage(stage).collect();
+    run_calls(plan, plan.stage(stage), deadline, call).await
+}
+
+/// Runs the calls of `sources` (planned sources of one stage, or part of one) concurrently,
+/// each bounded by `deadline`, exactly as [`run_stage`] does for a whole stage.
+///
+/// A gateway uses it to pipeline its stages: the authorization sources alone, so that the
+/// second stage can start as soon as they answer, beside the rest of the first stage.
+pub async fn run_calls<S, I, F, Fut, T, E>(
+    plan: &Plan<'_, S>,
+    sources: I,
+    deadline: Instant,
+    mut call: F,
+) -> StageResults<S, T, E>
+where
+    S: Source,
+    I: IntoIterator<Item = S>,
+    F: FnMut(S) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let sources: Vec<S> = sources.into_iter().collect();
     let mut slots: Vec<Option<Result<T, CallError<E>>>> = std::iter::repeat_with(|| None)
         .take(sources.len())
         .collect();

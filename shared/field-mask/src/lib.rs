@@ -59,7 +59,9 @@
 //! track's owner), and [`FanoutSpec::explain`] says which mask path caused each call.
 //! [`FanoutSpec::degraded_paths`] names the mask paths to report when a call failed.
 //! [`run_stage`] runs a stage's calls concurrently under a deadline (see
-//! [`upstream_deadline`]) and fails closed as soon as an authorization call fails;
+//! [`upstream_deadline`]) and fails closed as soon as an authorization call fails
+//! ([`run_calls`] does the same for part of a stage, so that a gateway can start its second
+//! stage as soon as the authorization calls answer);
 //! [`unique_keys`] and [`call_batched`] make one call per source for a whole batch or page.
 //!
 //! # Deliberate differences from protobuf's FieldMaskUtil
@@ -111,7 +113,7 @@ mod test_view;
 
 pub use error::{MaskError, SchemaError, SegmentProblem};
 pub use exec::{
-    CallError, StageResults, call_batched, join_with_deadline, run_stage, unique_keys,
+    CallError, StageResults, call_batched, join_with_deadline, run_calls, run_stage, unique_keys,
     upstream_deadline,
 };
 pub use mask::Mask;

@@ -117,6 +117,56 @@ async fn other_failures_do_not_stop_the_stage() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn run_calls_pipelines_the_second_stage_after_the_authorization_call() {
+    let spec = track_spec();
+    let plan = spec.plan(&Mask::all());
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(1);
+    let calls = Mutex::new(Vec::new());
+    let call = |source| {
+        let calls = &calls;
+        async move {
+            let delay = match source {
+                Tracks => 100,
+                _ => 300,
+            };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            calls
+                .lock()
+                .unwrap()
+                .push((source, started.elapsed().as_millis()));
+            Ok::<_, Unavailable>(Answer(source))
+        }
+    };
+    let authorized = async {
+        let tracks = run_calls(&plan, [Tracks], deadline, call).await;
+        let second = run_stage(&plan, Stage::Second, deadline, call).await;
+        (tracks, second)
+    };
+    let rest = run_calls(
+        &plan,
+        plan.stage(Stage::First).filter(|source| *source != Tracks),
+        deadline,
+        call,
+    );
+    let ((tracks, second), rest) = tokio::join!(authorized, rest);
+    // Stage two ran beside the rest of stage one: 100 + 300 ms, not 300 + 300.
+    assert_eq!(started.elapsed(), Duration::from_millis(400));
+    assert_eq!(tracks.into_inner(), [(Tracks, Ok(Answer(Tracks)))]);
+    assert_eq!(
+        rest.into_inner(),
+        [
+            (TrackCounts, Ok(Answer(TrackCounts))),
+            (LikeStates, Ok(Answer(LikeStates))),
+        ]
+    );
+    assert_eq!(second.len(), 2);
+    let calls = calls.into_inner().unwrap();
+    assert_eq!(calls.len(), 5);
+    assert!(calls.contains(&(UserCounts, 400)) && calls.contains(&(LikeStates, 300)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn join_with_deadline_keeps_the_order_of_its_calls() {
     let deadline = Instant::now() + Duration::from_millis(10);
     let calls: Vec<futures::future::BoxFuture<'_, Result<u32, Unavailable>>> = vec![
