@@ -4,6 +4,8 @@
 
 #![allow(unreachable_pub, clippy::all)] // generated code
 
+pub mod codec;
+
 /// Foundation APIs: the services that own the data.
 pub mod foundation {
     pub mod tracks {
