@@ -57,27 +57,7 @@ pub use service_runtime::metrics::scrape;
 /// The gateway's upstream calls so far, by foundation method, from its
 /// `grpc_client_handled_total` samples.
 pub fn upstream_calls(metrics: &str) -> BTreeMap<String, f64> {
-    let mut calls = BTreeMap::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("grpc_client_handled_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let method = labels
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == "grpc_method")
-            .map(|(_, value)| value.trim_matches('"').to_owned());
-        if let (Some(method), Ok(value)) = (
-            method,
-            value.split_whitespace().next().unwrap_or("").parse::<f64>(),
-        ) {
-            *calls.entry(method).or_default() += value;
-        }
-    }
-    calls
+    service_runtime::metrics::sample_by(metrics, "grpc_client_handled_total", "grpc_method")
 }
 
 #[cfg(test)]

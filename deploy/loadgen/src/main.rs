@@ -43,6 +43,10 @@ struct Cli {
     /// The gateway's concurrency limit in the overload phase (default 64, or 16 with --quick).
     #[arg(long)]
     overload_limit: Option<usize>,
+    /// Rounds of each latency comparison, alternating gateway and baseline (default 3, or 1
+    /// with --quick); the targets read the median round.
+    #[arg(long)]
+    rounds: Option<usize>,
 }
 
 #[tokio::main]
@@ -79,6 +83,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .await?;
     if let Some(limit) = cli.overload_limit {
         options.overload_limit = limit;
+    }
+    if let Some(rounds) = cli.rounds {
+        options.rounds = rounds.max(1);
     }
     if let Some(concurrency) = cli.concurrency {
         options.concurrency = concurrency;

@@ -358,25 +358,53 @@ pub async fn scrape(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<Str
         .unwrap_or_default())
 }
 
+/// The samples `name` in a page of the Prometheus text format: each one's labels (unquoted)
+/// and value.
+fn samples<'t>(
+    text: &'t str,
+    name: &'t str,
+) -> impl Iterator<Item = (Vec<(&'t str, &'t str)>, f64)> + 't {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let labels = label_text
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key, value.trim_matches('"')))
+            .collect();
+        Some((
+            labels,
+            value.split_whitespace().next()?.parse::<f64>().ok()?,
+        ))
+    })
+}
+
 /// The value of the sample `name` whose labels include `labels`, summed over the samples that
 /// match, in a page of the Prometheus text format (0 when none matches). For tests and tools.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (label_text, value) = match rest.strip_prefix('{') {
-                Some(rest) => rest.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            let matches = labels.iter().all(|(key, wanted)| {
-                label_text
-                    .split(',')
-                    .filter_map(|pair| pair.split_once('='))
-                    .any(|(k, v)| k == *key && v.trim_matches('"') == *wanted)
-            });
-            matches.then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+    samples(text, name)
+        .filter(|(found, _)| {
+            labels
+                .iter()
+                .all(|(key, wanted)| found.iter().any(|(k, v)| k == key && v == wanted))
         })
+        .map(|(_, value)| value)
         .sum()
+}
+
+/// The samples `name`, summed by the value of their label `label` (samples without it are
+/// left out), in a page of the Prometheus text format. For tests and tools.
+pub fn sample_by(text: &str, name: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for (labels, value) in samples(text, name) {
+        if let Some((_, key)) = labels.iter().find(|(key, _)| *key == label) {
+            *sums.entry((*key).to_owned()).or_default() += value;
+        }
+    }
+    sums
 }
 
 #[cfg(test)]
@@ -404,5 +432,9 @@ mod tests {
         assert_eq!(sample(text, "x_total", &[("b", "3")]), 4.0);
         assert_eq!(sample(text, "x_total", &[("b", "9")]), 0.0);
         assert_eq!(sample(text, "y", &[]), 7.0);
+        let by_b = sample_by(text, "x_total", "b");
+        assert_eq!(by_b.len(), 2);
+        assert_eq!((by_b["2"], by_b["3"]), (3.0, 4.0));
+        assert!(sample_by(text, "x_total", "c").is_empty());
     }
 }
