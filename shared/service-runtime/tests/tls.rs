@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use service_runtime::{
     GrpcApp, ServerSettings,
     cli::check_health,
@@ -13,60 +12,8 @@ use service_runtime::{
     tls::{ClientTlsSettings, ServerTlsSettings, loopback_client},
     upstream::{UpstreamSettings, channel},
 };
+use test_pki::{Ca, Leaf, Pki};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-/// A folder of PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-/// A certificate authority and the file of its certificate.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    file: String,
-}
-
-/// A certificate's files.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    fn ca(&self, name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let file = self.write(&format!("{name}.pem"), &issuer.pem());
-        Ca { issuer, file }
-    }
-
-    /// A certificate `ca` issues to `name`, valid for localhost and 127.0.0.1.
-    fn leaf(&self, ca: &Ca, name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca.issuer).unwrap();
-        Leaf {
-            cert: self.write(&format!("{name}.pem"), &cert.pem()),
-            key: self.write(&format!("{name}-key.pem"), &key.serialize_pem()),
-        }
-    }
-}
 
 /// A server with only the health service, on `tls`.
 async fn start(tls: ServerTlsSettings) -> Running {

@@ -17,12 +17,12 @@ use protos::{
         BatchGetTrackCountsRequest, counts_service_client::CountsServiceClient,
     },
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use service_runtime::{
     Listeners,
     spawn::Running,
     tls::{ClientTlsSettings, ServerTlsSettings},
 };
+use test_pki::{Ca, Leaf, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -30,55 +30,6 @@ use crate::fixture::{TRACKS, USERS, as_user, eventually, mask};
 
 /// A public track every listener sees.
 const TRACK: &str = "trk_00006";
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    file: String,
-}
-
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    fn ca(&self, name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let file = self.write(&format!("{name}.pem"), &issuer.pem());
-        Ca { issuer, file }
-    }
-
-    /// A certificate `ca` issues to `name`, valid for localhost.
-    fn leaf(&self, ca: &Ca, name: &str) -> Leaf {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca.issuer).unwrap();
-        Leaf {
-            cert: self.write(&format!("{name}.pem"), &cert.pem()),
-            key: self.write(&format!("{name}-key.pem"), &key.serialize_pem()),
-        }
-    }
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap()
