@@ -279,31 +279,19 @@ impl Runner<'_> {
         let rounds = self.options.rounds.max(1);
         let mut pairs = Vec::with_capacity(rounds);
         for round in 1..=rounds {
-            let name = |base: &str| {
-                if rounds == 1 {
-                    base.to_owned()
+            let mut phases = Vec::with_capacity(2);
+            for side in [first, second] {
+                let name = if rounds == 1 {
+                    side.name.to_owned()
                 } else {
-                    format!("{base}#{round}")
-                }
-            };
-            let a = self
-                .phase(
-                    &name(first.name),
-                    first.what,
-                    first.gateway,
-                    load,
-                    first.call,
-                )
-                .await?;
-            let b = self
-                .phase(
-                    &name(second.name),
-                    second.what,
-                    second.gateway,
-                    load,
-                    second.call,
-                )
-                .await?;
+                    format!("{}#{round}", side.name)
+                };
+                phases.push(
+                    self.phase(&name, side.what, side.gateway, load, side.call)
+                        .await?,
+                );
+            }
+            let [a, b] = <[Phase; 2]>::try_from(phases).expect("one phase per side");
             pairs.push((a, b));
         }
         Ok(pairs)
