@@ -61,7 +61,7 @@ bench-load *ARGS:
 
 # The criterion micro-benchmarks: mask operations and view assembly.
 bench-micro *ARGS:
-    RUSTFLAGS='-C target-feature=+crt-static' cargo bench --target x86_64-unknown-linux-gnu -p field-mask -p consumer-gateway {{ARGS}}
+    RUSTFLAGS='-C target-feature=+crt-static' cargo bench --target x86_64-unknown-linux-gnu -p field-mask -p consumer-gateway --bench '*' {{ARGS}}
 
 # Check formatting and lints, with warnings as errors.
 lint:
