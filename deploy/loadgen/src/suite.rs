@@ -766,3 +766,66 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(name: &str, p50_us: u64, p99_us: u64) -> Phase {
+        Phase {
+            name: name.to_owned(),
+            what: String::new(),
+            load: Load::Open { rate: 100.0 },
+            summary: Summary {
+                ok: 100,
+                errors: 0,
+                error_codes: BTreeMap::new(),
+                seconds: 1.0,
+                rps: 100.0,
+                p50_us,
+                p90_us: p99_us,
+                p99_us,
+                max_us: p99_us,
+            },
+            upstream_calls_per_request: None,
+            upstream_calls_by_method: BTreeMap::new(),
+            cpu_us_per_request: BTreeMap::new(),
+            peak_rss_mib: BTreeMap::new(),
+            end_rss_mib: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_median_takes_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median([]).is_nan());
+    }
+
+    #[test]
+    fn one_slow_round_does_not_decide_the_added_latency() {
+        let pairs = [
+            (phase("g#1", 2_500, 6_000), phase("d#1", 2_000, 4_000)),
+            // A slow spell of the machine during the gateway's side of round two.
+            (phase("g#2", 9_000, 30_000), phase("d#2", 2_100, 4_200)),
+            (phase("g#3", 2_700, 7_000), phase("d#3", 2_000, 3_900)),
+        ];
+        let check = added_latency("target".into(), &pairs);
+        assert!(check.met, "{}", check.figure);
+        assert!(
+            check
+                .figure
+                .starts_with("p50 0.70 ms, p99 3.10 ms (median of 3 alternating rounds"),
+            "{}",
+            check.figure
+        );
+
+        let slow = [(phase("g", 2_500, 9_100), phase("d", 2_000, 4_000))];
+        let check = added_latency("target".into(), &slow);
+        assert!(!check.met, "p99 adds more than 5 ms: {}", check.figure);
+        assert_eq!(
+            check.figure,
+            "p50 0.50 ms, p99 5.10 ms (p50 2.50 − 2.00, p99 9.10 − 4.00)"
+        );
+    }
+}
