@@ -179,7 +179,7 @@ impl TrackView {
                 Some(tracks) => tracks,
                 None => {
                     let mut fetched = run_calls(&plan, [Src::Tracks], first_deadline, |source| {
-                        by_track(clients, source, &unique, caller)
+                        fetch(clients, source, &unique, caller)
                     })
                     .await;
                     // Authorization fails closed: without the tracks there is no answer.
@@ -219,7 +219,7 @@ impl TrackView {
             let second = if !owners.is_empty() && plan.stage(Stage::Second).next().is_some() {
                 Some(
                     run_stage(&plan, Stage::Second, second_deadline, |source| {
-                        by_owner(clients, source, &owners, caller)
+                        fetch(clients, source, &owners, caller)
                     })
                     .await,
                 )
@@ -233,7 +233,7 @@ impl TrackView {
                 .stage(Stage::First)
                 .filter(|source| *source != Src::Tracks);
             Ok(run_calls(&plan, sources, first_deadline, |source| {
-                by_track(clients, source, &unique, caller)
+                fetch(clients, source, &unique, caller)
             })
             .await)
         };
@@ -337,28 +337,30 @@ impl TrackView {
     }
 }
 
-/// One call keyed by track id, for the tracks `ids`.
-async fn by_track(
+/// The one batched call of `source` for `keys`: track ids or the tracks' owners, as the
+/// source's [`Input`] says.
+async fn fetch(
     clients: &Clients,
     source: Src,
-    ids: &[String],
+    keys: &[String],
     caller: Caller<'_>,
 ) -> Result<Fetched, tonic::Status> {
+    let user = caller.principal.user();
     match source {
         Src::Tracks => clients
             .read(&clients.tracks, caller.inbound, |mut client, budget| {
-                let message = BatchGetTracksRequest { ids: ids.to_vec() };
+                let message = BatchGetTracksRequest { ids: keys.to_vec() };
                 async move { client.batch_get_tracks(outbound(message, budget)).await }
             })
             .await
             .map(|response| Fetched::Tracks(response.tracks)),
-        Src::Reactions => match caller.principal.user() {
+        Src::Reactions => match user {
             None => Ok(Fetched::Reactions(Vec::new())),
             Some(user) => clients
                 .read(&clients.likes, caller.inbound, |mut client, budget| {
                     let message = BatchGetReactionsRequest {
                         user_id: user.to_owned(),
-                        track_ids: ids.to_vec(),
+                        track_ids: keys.to_vec(),
                     };
                     async move { client.batch_get_reactions(outbound(message, budget)).await }
                 })
@@ -368,7 +370,7 @@ async fn by_track(
         Src::TrackCounts => clients
             .read(&clients.counts, caller.inbound, |mut client, budget| {
                 let message = BatchGetTrackCountsRequest {
-                    track_ids: ids.to_vec(),
+                    track_ids: keys.to_vec(),
                 };
                 async move {
                     client
@@ -378,25 +380,13 @@ async fn by_track(
             })
             .await
             .map(|response| Fetched::TrackCounts(response.counts)),
-        Src::Following | Src::UserCounts => unreachable_stage(source),
-    }
-}
-
-/// One call keyed by owner, for the tracks' `owners`.
-async fn by_owner(
-    clients: &Clients,
-    source: Src,
-    owners: &[String],
-    caller: Caller<'_>,
-) -> Result<Fetched, tonic::Status> {
-    match source {
-        Src::Following => match caller.principal.user() {
+        Src::Following => match user {
             None => Ok(Fetched::Following(Vec::new())),
             Some(user) => clients
                 .read(&clients.follows, caller.inbound, |mut client, budget| {
                     let message = BatchGetFollowingRequest {
                         follower_id: user.to_owned(),
-                        followee_ids: owners.to_vec(),
+                        followee_ids: keys.to_vec(),
                     };
                     async move { client.batch_get_following(outbound(message, budget)).await }
                 })
@@ -406,7 +396,7 @@ async fn by_owner(
         Src::UserCounts => clients
             .read(&clients.counts, caller.inbound, |mut client, budget| {
                 let message = BatchGetUserCountsRequest {
-                    user_ids: owners.to_vec(),
+                    user_ids: keys.to_vec(),
                 };
                 async move {
                     client
@@ -416,15 +406,7 @@ async fn by_owner(
             })
             .await
             .map(|response| Fetched::UserCounts(response.counts)),
-        Src::Tracks | Src::Reactions | Src::TrackCounts => unreachable_stage(source),
     }
-}
-
-fn unreachable_stage<T>(source: Src) -> Result<T, tonic::Status> {
-    Err(tonic::Status::internal(format!(
-        "{} was planned in the wrong stage",
-        source.method()
-    )))
 }
 
 fn call_error(service: &'static str, error: CallError<tonic::Status>) -> GatewayError {
