@@ -4,29 +4,11 @@
 
 use crate::FoundationError;
 
-pub const MAX_ID_LEN: usize = 64;
-
-/// Checks one id, naming `field` in the error.
+/// Checks one id with the topology's id rule ([`service_runtime::ids`]), naming `field` in the
+/// error.
 pub fn check(field: &'static str, id: &str) -> Result<(), FoundationError> {
-    if id.is_empty() {
-        return Err(FoundationError::invalid(field, "is required"));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(FoundationError::invalid(
-            field,
-            format!("must be at most {MAX_ID_LEN} characters"),
-        ));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(FoundationError::invalid(
-            field,
-            "may hold only ASCII letters, digits, '_' and '-'",
-        ));
-    }
-    Ok(())
+    service_runtime::ids::check(id)
+        .map_err(|problem| FoundationError::invalid(field, problem.to_string()))
 }
 
 /// Checks a batch of ids against the batch limit, naming `field` in the error.

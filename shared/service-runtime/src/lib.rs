@@ -8,6 +8,7 @@
 //!   services by the W3C `traceparent` header;
 //! - [`metrics`]: Prometheus RED metrics for every RPC, served over HTTP at `/metrics`;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
+//! - [`ids`]: the id rule every service and gateway checks;
 //! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
 //!
@@ -22,6 +23,7 @@ pub mod breaker;
 pub mod cli;
 pub mod faults;
 pub mod idempotency;
+pub mod ids;
 pub mod metrics;
 pub mod otel;
 pub mod serve;

@@ -68,6 +68,7 @@ pub fn channel(
         name,
         settings.breaker_failures,
         Duration::from_millis(settings.breaker_cooldown_ms),
+        Duration::from_millis(settings.timeout_ms),
         metrics.short_circuited(name),
     );
     let guarded = tower::Layer::layer(&breaker, counted);
