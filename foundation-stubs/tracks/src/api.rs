@@ -1,5 +1,6 @@
 //! The gRPC edge: converts between the wire and the domain model, checks input, calls the
-//! store, and maps errors in one place ([`FoundationError`] into `Status`).
+//! store, and maps errors in one place ([`FoundationError`] into `Status`). The rules of a track
+//! live in `model.rs` and the upload protocol in `upload.rs`.
 
 use std::pin::Pin;
 
@@ -10,18 +11,15 @@ use protos::foundation::tracks::v1::{
     self as pb, AudioChunk, BatchGetTracksRequest, BatchGetTracksResponse, CreateTrackRequest,
     DeleteTrackRequest, DeleteTrackResponse, ListTracksByOwnerRequest, ListTracksByOwnerResponse,
     ReadAudioRequest, RecordDownloadRequest, RecordDownloadResponse, UpdateTrackRequest,
-    UploadCommit, create_track_request::Part, tracks_service_server::TracksService,
+    create_track_request::Part, tracks_service_server::TracksService,
 };
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     AudioSettings, Limits,
-    model::{
-        self, Audio, GeoMode, Geoblocking, Metadata, Track, Visibility, check_metadata,
-        new_secret_token,
-    },
+    model::{self, Change, GeoMode, Geoblocking, Metadata, Track, Visibility, check_metadata},
     store::{TracksStore, not_found},
+    upload,
 };
 
 #[derive(Debug)]
@@ -137,214 +135,33 @@ fn new_metadata(given: &pb::TrackMetadata) -> Result<Metadata, FoundationError> 
     Ok(metadata)
 }
 
-/// The paths of `TrackMetadata` that `UpdateTrack` accepts.
-const UPDATABLE: &[&str] = &[
-    "title",
-    "description",
-    "genre",
-    "duration",
-    "artwork_url",
-    "visibility",
-    "geoblocking",
-    "geoblocking.mode",
-    "geoblocking.territories",
-    "downloadable",
-];
-
-/// Applies the masked fields of `given` to `track` (AIP-134), then checks the result.
-fn apply_update(
-    track: &mut Track,
-    given: &pb::TrackMetadata,
-    paths: &[String],
-) -> Result<(), FoundationError> {
+/// The changes of an update, one for each path of its checked mask and in mask order. Only the
+/// fields the mask names are converted, so that a field it leaves out cannot fail the call.
+fn changes(given: &pb::TrackMetadata, paths: &[String]) -> Result<Vec<Change>, FoundationError> {
     let geo = given.geoblocking.clone().unwrap_or_default();
-    let m = &mut track.metadata;
-    for path in paths {
-        match path.as_str() {
-            "title" => m.title.clone_from(&given.title),
-            "description" => m.description.clone_from(&given.description),
-            "genre" => m.genre.clone_from(&given.genre),
-            "duration" => m.duration_ms = duration_ms(given.duration.as_ref())?,
-            "artwork_url" => m.artwork_url.clone_from(&given.artwork_url),
-            "visibility" => m.visibility = visibility(given.visibility, None)?,
-            "geoblocking" => {
-                m.geoblocking = Geoblocking {
+    paths
+        .iter()
+        .map(|path| {
+            Ok(match path.as_str() {
+                "title" => Change::Title(given.title.clone()),
+                "description" => Change::Description(given.description.clone()),
+                "genre" => Change::Genre(given.genre.clone()),
+                "duration" => Change::Duration(duration_ms(given.duration.as_ref())?),
+                "artwork_url" => Change::ArtworkUrl(given.artwork_url.clone()),
+                "visibility" => Change::Visibility(visibility(given.visibility, None)?),
+                "geoblocking" => Change::Geoblocking(Geoblocking {
                     mode: geo_mode(geo.mode)?,
                     territories: model::territories(&geo.territories)?,
-                };
-            }
-            "geoblocking.mode" => m.geoblocking.mode = geo_mode(geo.mode)?,
-            "geoblocking.territories" => {
-                m.geoblocking.territories = model::territories(&geo.territories)?;
-            }
-            "downloadable" => m.downloadable = given.downloadable,
-            _ => unreachable_path(path)?,
-        }
-    }
-    check_metadata(m)?;
-    // A private track always has a secret token; making a track public again drops it, so
-    // that links shared while it was private stop working if it is made private later.
-    match (m.visibility, track.secret_token.is_empty()) {
-        (Visibility::Private, true) => track.secret_token = new_secret_token(),
-        (Visibility::Public, false) => track.secret_token.clear(),
-        _ => {}
-    }
-    Ok(())
-}
-
-fn unreachable_path(path: &str) -> Result<(), FoundationError> {
-    Err(FoundationError::invalid(
-        "update_mask",
-        format!("{path:?} is not an updatable path"),
-    ))
-}
-
-fn check_update_mask(
-    mask: Option<&prost_types::FieldMask>,
-) -> Result<Vec<String>, FoundationError> {
-    let paths = mask.map(|mask| mask.paths.clone()).unwrap_or_default();
-    if paths.is_empty() {
-        return Err(FoundationError::invalid(
-            "update_mask",
-            "is required: name the fields to change",
-        ));
-    }
-    if paths.iter().any(|path| path == "*") {
-        return Ok(UPDATABLE.iter().map(|&p| p.to_owned()).collect());
-    }
-    for path in &paths {
-        if path == "owner_id" {
-            return Err(FoundationError::invalid(
-                "update_mask",
-                "owner_id cannot be changed",
-            ));
-        }
-        if !UPDATABLE.contains(&path.as_str()) {
-            unreachable_path(path)?;
-        }
-    }
-    Ok(paths)
-}
-
-/// Receives the audio of an upload, staging its chunks, then commits the track. It runs as a
-/// task of its own, so that a caller going away cannot cut it off between two statements: on
-/// any error it removes what it staged, after its last write has finished.
-async fn receive_and_commit(
-    store: TracksStore,
-    mut parts: Streaming<CreateTrackRequest>,
-    owner_id: String,
-    metadata: Metadata,
-    max_bytes: u64,
-) -> Result<Track, Status> {
-    let audio_id = format!("aud_{}", uuid::Uuid::now_v7().simple());
-    let received = receive(&store, &mut parts, &audio_id, max_bytes).await;
-    let outcome = match received {
-        Ok((size, sha256)) => {
-            let now = time::now_us();
-            let secret_token = match metadata.visibility {
-                Visibility::Private => new_secret_token(),
-                Visibility::Public => String::new(),
-            };
-            let track = Track {
-                id: ids::new_track_id(),
-                owner_id,
-                metadata,
-                secret_token,
-                create_time_us: now,
-                update_time_us: now,
-                audio: Audio {
-                    id: audio_id.clone(),
-                    size: size as i64,
-                    sha256,
-                },
-            };
-            match store.create(&track).await {
-                Ok(()) => return Ok(track),
-                Err(error) => Err(Status::from(FoundationError::from(error))),
-            }
-        }
-        Err(status) => Err(status),
-    };
-    if let Err(error) = store.discard_chunks(&audio_id).await {
-        tracing::warn!(%error, %audio_id, "cannot discard the chunks of a failed upload");
-    }
-    outcome
-}
-
-/// Stages every audio chunk of the stream until the commit; returns the size and the SHA-256.
-async fn receive(
-    store: &TracksStore,
-    parts: &mut Streaming<CreateTrackRequest>,
-    audio_id: &str,
-    max_bytes: u64,
-) -> Result<(u64, String), Status> {
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
-    let mut seq = 0;
-    loop {
-        // tonic reports a cancelled call as a clean end of the stream, so only the commit
-        // tells a finished upload from an abandoned one.
-        let Some(message) = parts.message().await? else {
-            return Err(FoundationError::invalid(
-                "commit",
-                "the upload ended without its commit message; nothing was stored",
-            )
-            .into());
-        };
-        let chunk = match message.part {
-            Some(Part::AudioChunk(chunk)) => chunk,
-            Some(Part::Commit(commit)) => {
-                let sha256 = hex::encode(hasher.finalize());
-                check_commit(&commit, size, &sha256)?;
-                return Ok((size, sha256));
-            }
-            Some(Part::Metadata(_)) => {
-                return Err(FoundationError::invalid(
-                    "metadata",
-                    "only the first message may carry metadata",
-                )
-                .into());
-            }
-            None => return Err(FoundationError::invalid("part", "is required").into()),
-        };
-        if chunk.is_empty() {
-            continue;
-        }
-        size += chunk.len() as u64;
-        if size > max_bytes {
-            return Err(FoundationError::AudioTooLarge { limit: max_bytes }.into());
-        }
-        hasher.update(&chunk);
-        store
-            .stage_chunk(audio_id, seq, &chunk)
-            .await
-            .map_err(FoundationError::from)?;
-        seq += 1;
-    }
-}
-
-/// The commit must describe what arrived: some audio, of the declared size and, when declared,
-/// of the declared SHA-256.
-fn check_commit(commit: &UploadCommit, size: u64, sha256: &str) -> Result<(), FoundationError> {
-    if size == 0 {
-        return Err(FoundationError::invalid(
-            "audio_chunk",
-            "the upload carries no audio",
-        ));
-    }
-    if commit.size_bytes != size {
-        return Err(FoundationError::invalid(
-            "commit.size_bytes",
-            format!("is {} but {size} bytes arrived", commit.size_bytes),
-        ));
-    }
-    if !commit.sha256.is_empty() && !commit.sha256.eq_ignore_ascii_case(sha256) {
-        return Err(FoundationError::invalid(
-            "commit.sha256",
-            "does not match the audio that arrived",
-        ));
-    }
-    Ok(())
+                }),
+                "geoblocking.mode" => Change::GeoMode(geo_mode(geo.mode)?),
+                "geoblocking.territories" => {
+                    Change::Territories(model::territories(&geo.territories)?)
+                }
+                "downloadable" => Change::Downloadable(given.downloadable),
+                _ => return Err(model::not_updatable(path)),
+            })
+        })
+        .collect()
 }
 
 type AudioStream = Pin<Box<dyn Stream<Item = Result<AudioChunk, Status>> + Send>>;
@@ -367,14 +184,14 @@ impl TracksService for TracksApi {
         model::check_owner(&given.owner_id)?;
         let metadata = new_metadata(&given)?;
 
-        let upload = tokio::spawn(receive_and_commit(
+        let task = tokio::spawn(upload::receive_and_commit(
             self.store.clone(),
             parts,
             given.owner_id,
             metadata,
             self.audio.max_bytes,
         ));
-        let track = upload.await.map_err(|error| {
+        let track = task.await.map_err(|error| {
             tracing::error!(%error, "upload task failed");
             Status::internal("internal error")
         })??;
@@ -388,12 +205,17 @@ impl TracksService for TracksApi {
     ) -> Result<Response<pb::Track>, Status> {
         let request = request.into_inner();
         ids::check("track_id", &request.track_id)?;
-        let paths = check_update_mask(request.update_mask.as_ref())?;
+        let paths = model::check_update_mask(
+            request
+                .update_mask
+                .map(|mask| mask.paths)
+                .unwrap_or_default(),
+        )?;
         let given = request.metadata.unwrap_or_default();
         let track = self
             .store
             .update(&request.track_id, |track| {
-                apply_update(track, &given, &paths)
+                track.apply_update(changes(&given, &paths)?)
             })
             .await?;
         Ok(Response::new(to_pb(track)))

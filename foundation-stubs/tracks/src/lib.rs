@@ -7,6 +7,7 @@ mod api;
 mod model;
 mod store;
 mod territories;
+mod upload;
 
 use foundation_kit::{
     Database, DatabaseSettings,

@@ -1,6 +1,7 @@
-//! The domain model of a track and the checks on what callers may write.
+//! The domain model of a track, the rules of creating and updating one, and the checks on what
+//! callers may write.
 
-use foundation_kit::{FoundationError, ids};
+use foundation_kit::{FoundationError, ids, time};
 
 use crate::territories;
 
@@ -102,7 +103,58 @@ pub struct Track {
     pub audio: Audio,
 }
 
-pub(crate) fn new_secret_token() -> String {
+impl Track {
+    /// A new track, created now, with a secret token if it is private.
+    pub(crate) fn new(owner_id: String, metadata: Metadata, audio: Audio) -> Self {
+        let now = time::now_us();
+        let mut track = Self {
+            id: ids::new_track_id(),
+            owner_id,
+            metadata,
+            secret_token: String::new(),
+            create_time_us: now,
+            update_time_us: now,
+            audio,
+        };
+        track.align_secret_token();
+        track
+    }
+
+    /// Applies the changes of an update in mask order (AIP-134), then checks the result.
+    pub(crate) fn apply_update(&mut self, changes: Vec<Change>) -> Result<(), FoundationError> {
+        let m = &mut self.metadata;
+        for change in changes {
+            match change {
+                Change::Title(title) => m.title = title,
+                Change::Description(description) => m.description = description,
+                Change::Genre(genre) => m.genre = genre,
+                Change::Duration(duration_ms) => m.duration_ms = duration_ms,
+                Change::ArtworkUrl(url) => m.artwork_url = url,
+                Change::Visibility(visibility) => m.visibility = visibility,
+                Change::Geoblocking(geoblocking) => m.geoblocking = geoblocking,
+                Change::GeoMode(mode) => m.geoblocking.mode = mode,
+                Change::Territories(territories) => m.geoblocking.territories = territories,
+                Change::Downloadable(downloadable) => m.downloadable = downloadable,
+            }
+        }
+        check_metadata(&self.metadata)?;
+        self.align_secret_token();
+        Ok(())
+    }
+
+    /// Keeps the secret token in step with the visibility. A private track always has a secret
+    /// token, and keeps the one it has; making a track public drops it, so that links shared
+    /// while it was private stop working if it is made private later.
+    fn align_secret_token(&mut self) {
+        match (self.metadata.visibility, self.secret_token.is_empty()) {
+            (Visibility::Private, true) => self.secret_token = new_secret_token(),
+            (Visibility::Public, false) => self.secret_token.clear(),
+            _ => {}
+        }
+    }
+}
+
+fn new_secret_token() -> String {
     format!("sec_{}", uuid::Uuid::now_v7().simple())
 }
 
@@ -202,4 +254,64 @@ pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), FoundationError>
 
 pub(crate) fn check_owner(owner_id: &str) -> Result<(), FoundationError> {
     ids::check("owner_id", owner_id)
+}
+
+/// The paths of `TrackMetadata` that `UpdateTrack` accepts.
+const UPDATABLE: &[&str] = &[
+    "title",
+    "description",
+    "genre",
+    "duration",
+    "artwork_url",
+    "visibility",
+    "geoblocking",
+    "geoblocking.mode",
+    "geoblocking.territories",
+    "downloadable",
+];
+
+/// The new value of the field that one path of an update mask names, converted from the wire.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Title(String),
+    Description(String),
+    Genre(String),
+    Duration(i64),
+    ArtworkUrl(String),
+    Visibility(Visibility),
+    Geoblocking(Geoblocking),
+    GeoMode(GeoMode),
+    Territories(Vec<String>),
+    Downloadable(bool),
+}
+
+/// Checks the paths of an update mask: they are required, `*` means every updatable path, and
+/// every other path must be updatable. Returns the paths the update applies.
+pub(crate) fn check_update_mask(paths: Vec<String>) -> Result<Vec<String>, FoundationError> {
+    if paths.is_empty() {
+        return Err(FoundationError::invalid(
+            "update_mask",
+            "is required: name the fields to change",
+        ));
+    }
+    if paths.iter().any(|path| path == "*") {
+        return Ok(UPDATABLE.iter().map(|&p| p.to_owned()).collect());
+    }
+    for path in &paths {
+        if path == "owner_id" {
+            return Err(FoundationError::invalid(
+                "update_mask",
+                "owner_id cannot be changed",
+            ));
+        }
+        if !UPDATABLE.contains(&path.as_str()) {
+            return Err(not_updatable(path));
+        }
+    }
+    Ok(paths)
+}
+
+/// The error for a mask path that names no updatable field.
+pub(crate) fn not_updatable(path: &str) -> FoundationError {
+    FoundationError::invalid("update_mask", format!("{path:?} is not an updatable path"))
 }
