@@ -7,6 +7,8 @@
 //! - [`otel`]: a server span per RPC and a client span per upstream call, joined across
 //!   services by the W3C `traceparent` header;
 //! - [`metrics`]: Prometheus RED metrics for every RPC, served over HTTP at `/metrics`;
+//! - [`status_body`]: the response body that reads each call's status for both of those, from
+//!   trailers-only headers or the trailers, and as cancelled when the body is dropped first;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
 //! - [`ids`]: the id rule every service and gateway checks;
 //! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
@@ -31,6 +33,7 @@ pub mod settings;
 pub mod shed;
 pub mod shutdown;
 pub mod spawn;
+pub mod status_body;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -3,24 +3,25 @@
 //! `grpc_server_handled_total{grpc_service,grpc_method,grpc_code}` and
 //! `grpc_server_handling_seconds{grpc_service,grpc_method}` (a histogram).
 //!
-//! The status of a call is read where gRPC puts it: in the response headers of a trailers-only
-//! response, else in the trailers at the end of the body. A call whose body is dropped before
-//! its trailers (the client went away) counts as `Canceled`.
+//! The status of a call is read by [`StatusBody`], the same way the tracing layer reads it. A
+//! call whose body is dropped before its trailers (the client went away) counts as `Canceled`.
 
 use std::{
     pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
     time::Instant,
 };
 
-use http::{HeaderMap, Request, Response};
-use http_body::{Body, Frame};
+use http::{Request, Response};
+use http_body::Body;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
 use tonic::Code;
+
+use crate::status_body::{OnStatus, StatusBody};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandledLabels {
@@ -165,12 +166,6 @@ pub fn split_path(path: &str) -> (&str, &str) {
     trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
 
-fn status_code(headers: &HeaderMap) -> Option<Code> {
-    headers
-        .get("grpc-status")
-        .map(|value| Code::from_bytes(value.as_bytes()))
-}
-
 /// A tower layer that records [`GrpcMetrics`] for every call, on a server or on a client
 /// channel.
 #[derive(Debug, Clone)]
@@ -208,7 +203,7 @@ where
     S::Error: Send + 'static,
     ResBody: Body,
 {
-    type Response = Response<MeteredBody<ResBody>>;
+    type Response = Response<StatusBody<ResBody, CallRecord>>;
     type Error = S::Error;
     type Future =
         Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -226,110 +221,25 @@ where
             started: Instant::now(),
         };
         let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            let (parts, body) = response.into_parts();
-            // A trailers-only response carries its status in the headers.
-            let pending = match status_code(&parts.headers) {
-                Some(code) => {
-                    call.finish(code);
-                    None
-                }
-                None => Some(call),
-            };
-            Ok(Response::from_parts(
-                parts,
-                MeteredBody {
-                    inner: body,
-                    pending,
-                },
-            ))
-        })
+        // A call whose transport fails before any response is not counted: it has no status.
+        Box::pin(async move { Ok(StatusBody::watch(future.await?, call)) })
     }
 }
 
-/// A call whose status is not known yet.
+/// A call of [`GrpcMetricsService`] whose status is not known yet, recorded once it is. It is
+/// public only because it names the body of the service's responses.
 #[derive(Debug)]
-struct CallRecord {
+pub struct CallRecord {
     metrics: GrpcMetrics,
     service: String,
     method: String,
     started: Instant,
 }
 
-impl CallRecord {
-    fn finish(self, code: Code) {
+impl OnStatus for CallRecord {
+    fn on_status(self, code: Code) {
         self.metrics
             .record(&self.service, &self.method, code, self.started);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that records the call's status when its trailers pass by.
-    pub struct MeteredBody<B> {
-        #[pin]
-        inner: B,
-        pending: Option<CallRecord>,
-    }
-
-    impl<B> PinnedDrop for MeteredBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(call) = this.project().pending.take() {
-                call.finish(Code::Cancelled);
-            }
-        }
-    }
-}
-
-/// An empty body that records nothing: what a layer outside the metrics answers with on its own.
-impl<B: Default> Default for MeteredBody<B> {
-    fn default() -> Self {
-        Self {
-            inner: B::default(),
-            pending: None,
-        }
-    }
-}
-
-impl<B: Body> Body for MeteredBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(call) = this.pending.take()
-                {
-                    call.finish(status_code(trailers).unwrap_or(Code::Unknown));
-                }
-            }
-            Some(Err(_)) => {
-                if let Some(call) = this.pending.take() {
-                    call.finish(Code::Internal);
-                }
-            }
-            None => {
-                // The body ended without trailers: gRPC treats a missing status as unknown.
-                if let Some(call) = this.pending.take() {
-                    call.finish(Code::Unknown);
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

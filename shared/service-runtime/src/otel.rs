@@ -7,23 +7,26 @@
 //! from a client span to the server span of the service it calls: the server layer extracts it
 //! with the global propagator, the client layer injects the current context with it.
 //!
-//! The status of a call is read where gRPC puts it: in the headers of a trailers-only response,
-//! else in the trailers at the end of the body. Each span stays open until its status is known,
-//! so it covers the whole response, streamed bodies included.
+//! The status of a call is read by [`StatusBody`], the same way the metrics layer reads it. The
+//! body holds the span until the status is known, so each span covers the whole response,
+//! streamed bodies included.
 
 use std::{
     pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use http_body::{Body, Frame};
+use http_body::Body;
 use opentelemetry::propagation::{Extractor, Injector};
 use tonic::Code;
 use tracing::{Instrument, Span, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::split_path;
+use crate::{
+    metrics::split_path,
+    status_body::{OnStatus, StatusBody},
+};
 
 /// Reads propagation fields from request headers.
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -185,7 +188,7 @@ where
     S::Error: Send + 'static,
     ResBody: Body,
 {
-    type Response = Response<TracedBody<ResBody>>;
+    type Response = Response<StatusBody<ResBody, CallSpan>>;
     type Error = S::Error;
     type Future =
         Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -196,128 +199,56 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let span = self.span(&mut request);
-        let side = self.side;
         let future = span.in_scope(|| self.inner.call(request));
-        let outer = span.clone();
+        let call = CallSpan {
+            span: span.clone(),
+            side: self.side,
+        };
         Box::pin(
             async move {
-                let response = match future.await {
-                    Ok(response) => response,
+                match future.await {
+                    Ok(response) => Ok(StatusBody::watch(response, call)),
                     Err(error) => {
                         // The transport failed before any status: gRPC reports it as
                         // UNAVAILABLE.
-                        finish(&outer, side, Code::Unavailable);
-                        return Err(error);
+                        call.on_status(Code::Unavailable);
+                        Err(error)
                     }
-                };
-                let (parts, body) = response.into_parts();
-                // A trailers-only response carries its status in the headers.
-                let pending = match status_code(&parts.headers) {
-                    Some(code) => {
-                        finish(&outer, side, code);
-                        None
-                    }
-                    None => Some((outer, side)),
-                };
-                Ok(Response::from_parts(
-                    parts,
-                    TracedBody {
-                        inner: body,
-                        pending,
-                    },
-                ))
+                }
             }
             .instrument(span),
         )
     }
 }
 
-fn status_code(headers: &HeaderMap) -> Option<Code> {
-    headers
-        .get("grpc-status")
-        .map(|value| Code::from_bytes(value.as_bytes()))
+/// The span of a call of [`TraceService`] whose status is not known yet, kept open until it
+/// is. It is public only because it names the body of the service's responses.
+#[derive(Debug)]
+pub struct CallSpan {
+    span: Span,
+    side: Side,
 }
 
 /// Records a call's status on its span. Servers mark only the codes that mean a fault of their
 /// own as errors, clients every code but OK, as the RPC semantic conventions say.
-fn finish(span: &Span, side: Side, code: Code) {
-    span.record("rpc.grpc.status_code", code as i32);
-    let error = match side {
-        Side::Client => code != Code::Ok,
-        Side::Server => matches!(
-            code,
-            Code::Unknown
-                | Code::DeadlineExceeded
-                | Code::Unimplemented
-                | Code::Internal
-                | Code::Unavailable
-                | Code::DataLoss
-        ),
-    };
-    if error {
-        span.record("otel.status_code", "ERROR");
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that records the call's status on its span when the trailers pass by,
-    /// and keeps the span open until then.
-    pub struct TracedBody<B> {
-        #[pin]
-        inner: B,
-        pending: Option<(Span, Side)>,
-    }
-
-    impl<B> PinnedDrop for TracedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some((span, side)) = this.project().pending.take() {
-                finish(&span, side, Code::Cancelled);
-            }
-        }
-    }
-}
-
-/// An empty body that records nothing: what a layer outside the tracing answers with on its own.
-impl<B: Default> Default for TracedBody<B> {
-    fn default() -> Self {
-        Self {
-            inner: B::default(),
-            pending: None,
-        }
-    }
-}
-
-impl<B: Body> Body for TracedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        let code = match &frame {
-            Some(Ok(frame)) => frame
-                .trailers_ref()
-                .map(|trailers| status_code(trailers).unwrap_or(Code::Unknown)),
-            Some(Err(_)) => Some(Code::Internal),
-            // The body ended without trailers: gRPC treats a missing status as unknown.
-            None => Some(Code::Unknown),
+impl OnStatus for CallSpan {
+    fn on_status(self, code: Code) {
+        let Self { span, side } = self;
+        span.record("rpc.grpc.status_code", code as i32);
+        let error = match side {
+            Side::Client => code != Code::Ok,
+            Side::Server => matches!(
+                code,
+                Code::Unknown
+                    | Code::DeadlineExceeded
+                    | Code::Unimplemented
+                    | Code::Internal
+                    | Code::Unavailable
+                    | Code::DataLoss
+            ),
         };
-        if let Some(code) = code
-            && let Some((span, side)) = this.pending.take()
-        {
-            finish(&span, side, code);
+        if error {
+            span.record("otel.status_code", "ERROR");
         }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
