@@ -1,10 +1,11 @@
 //! The gRPC edge: checks input, reads the caller's identity and deadline, runs the query or
 //! command, and maps errors in one place ([`GatewayError`] into `Status`).
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc};
 
 use authorization::{Principal, interceptor::principal};
 use futures::{Stream, StreamExt};
+use gateway_kit::{Audit, Deadline, UpstreamError, check_id, outbound, signed_in, with_degraded};
 use protos::{
     consumer::v1::{
         BatchGetTracksRequest, BatchGetTracksResponse, CommandResponse, DownloadTrackRequest,
@@ -22,20 +23,14 @@ use protos::{
         },
     },
 };
-use service_runtime::{idempotency::IdempotencyStore, upstream::inbound_timeout};
-use tonic::{Request, Response, Status, metadata::MetadataValue};
+use service_runtime::idempotency::IdempotencyStore;
+use tonic::{Request, Response, Status};
 
 use crate::{
-    GatewayError, Limits,
-    audit::Audit,
-    error::check_id,
-    rules,
-    upstreams::{Clients, outbound, upstream_error},
+    GatewayError, Limits, rules,
+    upstreams::Clients,
     view::{Caller, TrackView},
 };
-
-/// The response metadata key that names the mask paths a degraded response lacks.
-pub const DEGRADED_FIELDS: &str = "x-degraded-fields";
 
 #[derive(Debug)]
 pub(crate) struct ConsumerApi {
@@ -94,31 +89,22 @@ impl ConsumerApi {
         track_id: &str,
         principal: &Principal,
         secret_token: Option<&str>,
-        inbound: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<FoundationTrack, GatewayError> {
+        let message = FoundationBatchGet {
+            ids: vec![track_id.to_owned()],
+        };
         let response = self
             .clients
-            .read(&self.clients.tracks, inbound, |mut client, budget| {
-                let ids = vec![track_id.to_owned()];
-                async move {
-                    client
-                        .batch_get_tracks(outbound(FoundationBatchGet { ids }, budget))
-                        .await
-                }
+            .calls
+            .read(&self.clients.tracks, deadline, |mut client, budget| {
+                let message = message.clone();
+                async move { client.batch_get_tracks(outbound(message, budget)).await }
             })
-            .await
-            .map_err(|status| upstream_error("tracks", status))?;
-        let track = response
-            .tracks
-            .into_iter()
-            .next()
-            .ok_or(GatewayError::TrackNotFound)?;
-        if let Err(hidden) = rules::visible(&track, principal, secret_token) {
-            self.audit
-                .track_withheld(track_id, principal.user(), hidden.as_str());
-            return Err(GatewayError::TrackNotFound);
-        }
-        Ok(track)
+            .await?;
+        rules::authorize(response.tracks, principal, secret_token, &self.audit)
+            .remove(track_id)
+            .ok_or(GatewayError::TrackNotFound)
     }
 
     /// Runs a command once per idempotency key (see `service_runtime::idempotency`).
@@ -128,20 +114,17 @@ impl ConsumerApi {
         command: Command,
     ) -> Result<Response<CommandResponse>, Status> {
         let principal = principal(&request)?;
-        let inbound = inbound_timeout(request.metadata());
+        let deadline = self.clients.calls.deadline(request.metadata());
         let metadata = request.metadata().clone();
         let track_id = request.into_inner();
-        let user = principal
-            .user()
-            .ok_or(GatewayError::Unauthenticated(
-                "commands need a signed-in user",
-            ))?
+        let user = signed_in(&principal)
+            .map_err(GatewayError::from)?
             .to_owned();
-        check_id("track_id", &track_id)?;
+        check_id("track_id", &track_id).map_err(GatewayError::from)?;
         let response = self
             .idempotency
             .run(&metadata, &user, command.method(), &track_id, || {
-                self.run_command(&principal, inbound, &track_id, user.clone(), command)
+                self.run_command(&principal, deadline, &track_id, user.clone(), command)
             })
             .await?;
         Ok(Response::new(response))
@@ -150,13 +133,13 @@ impl ConsumerApi {
     async fn run_command(
         &self,
         principal: &Principal,
-        inbound: Option<Duration>,
+        deadline: Deadline,
         track_id: &str,
         user: String,
         command: Command,
     ) -> Result<CommandResponse, Status> {
         let track = self
-            .visible_track(track_id, principal, None, inbound)
+            .visible_track(track_id, principal, None, deadline)
             .await?;
         let own = track.owner_id == user;
         let clients = &self.clients;
@@ -179,7 +162,8 @@ impl ConsumerApi {
             }
             Command::Like | Command::Unlike | Command::Repost | Command::Unrepost => {
                 clients
-                    .command(&clients.likes, inbound, |mut client, budget| async move {
+                    .calls
+                    .command(&clients.likes, deadline, |mut client, budget| async move {
                         let message = outbound(reaction, budget);
                         match command {
                             Command::Like => client.like(message).await,
@@ -188,7 +172,8 @@ impl ConsumerApi {
                             _ => client.unrepost(message).await,
                         }
                     })
-                    .await?
+                    .await
+                    .map_err(GatewayError::from)?
                     .changed
             }
             Command::Follow | Command::Unfollow => {
@@ -197,30 +182,26 @@ impl ConsumerApi {
                     followee_id: track.owner_id,
                 };
                 clients
-                    .command(&clients.follows, inbound, |mut client, budget| async move {
-                        let message = outbound(follow, budget);
-                        if command == Command::Follow {
-                            client.follow(message).await
-                        } else {
-                            client.unfollow(message).await
-                        }
-                    })
-                    .await?
+                    .calls
+                    .command(
+                        &clients.follows,
+                        deadline,
+                        |mut client, budget| async move {
+                            let message = outbound(follow, budget);
+                            if command == Command::Follow {
+                                client.follow(message).await
+                            } else {
+                                client.unfollow(message).await
+                            }
+                        },
+                    )
+                    .await
+                    .map_err(GatewayError::from)?
                     .changed
             }
         };
         Ok(CommandResponse { changed })
     }
-}
-
-fn with_degraded<T>(message: T, degraded: &[String]) -> Response<T> {
-    let mut response = Response::new(message);
-    if !degraded.is_empty()
-        && let Ok(value) = MetadataValue::try_from(degraded.join(","))
-    {
-        response.metadata_mut().insert(DEGRADED_FIELDS, value);
-    }
-    response
 }
 
 fn page_size(requested: i32) -> Result<usize, GatewayError> {
@@ -243,19 +224,19 @@ impl ConsumerGateway for ConsumerApi {
         request: Request<GetTrackRequest>,
     ) -> Result<Response<Track>, Status> {
         let principal = principal(&request)?;
-        let inbound = inbound_timeout(request.metadata());
+        let deadline = self.clients.calls.deadline(request.metadata());
         let message = request.into_inner();
-        check_id("track_id", &message.track_id)?;
+        check_id("track_id", &message.track_id).map_err(GatewayError::from)?;
         let mask = self.view.mask(message.read_mask)?;
         let caller = Caller {
             principal: &principal,
             secret_token: message.secret_token.as_deref(),
-            inbound,
+            deadline,
         };
         let ids = [message.track_id];
         let assembled = self
             .view
-            .assemble(&self.clients, &self.audit, &ids, &mask, caller, None)
+            .assemble(&self.clients, &self.audit, &ids, &mask, caller)
             .await?;
         let track = assembled
             .tracks
@@ -271,7 +252,7 @@ impl ConsumerGateway for ConsumerApi {
         request: Request<BatchGetTracksRequest>,
     ) -> Result<Response<BatchGetTracksResponse>, Status> {
         let principal = principal(&request)?;
-        let inbound = inbound_timeout(request.metadata());
+        let deadline = self.clients.calls.deadline(request.metadata());
         let message = request.into_inner();
         if message.track_ids.len() > self.limits.max_batch {
             return Err(GatewayError::invalid(
@@ -285,7 +266,7 @@ impl ConsumerGateway for ConsumerApi {
             .into());
         }
         for id in &message.track_ids {
-            check_id("track_ids", id)?;
+            check_id("track_ids", id).map_err(GatewayError::from)?;
         }
         let mask = self.view.mask(message.read_mask)?;
         if message.track_ids.is_empty() {
@@ -294,7 +275,7 @@ impl ConsumerGateway for ConsumerApi {
         let caller = Caller {
             principal: &principal,
             secret_token: None,
-            inbound,
+            deadline,
         };
         let assembled = self
             .view
@@ -304,7 +285,6 @@ impl ConsumerGateway for ConsumerApi {
                 &message.track_ids,
                 &mask,
                 caller,
-                None,
             )
             .await?;
         let mut response = BatchGetTracksResponse::default();
@@ -320,99 +300,71 @@ impl ConsumerGateway for ConsumerApi {
     /// Fills a page with the caller-visible tracks among the user's likes, reading further
     /// pages of likes while some are hidden, at most `limits.max_list_rounds` of them; a page
     /// can therefore be shorter than `page_size` and still have a next page token. Only an
-    /// empty `next_page_token` means the end.
+    /// empty `next_page_token` means the end. Each page of likes is read through
+    /// [`TrackView::assemble`], the query path of every other read.
     async fn list_liked_tracks(
         &self,
         request: Request<ListLikedTracksRequest>,
     ) -> Result<Response<ListLikedTracksResponse>, Status> {
         let principal = principal(&request)?;
-        let inbound = inbound_timeout(request.metadata());
+        let deadline = self.clients.calls.deadline(request.metadata());
         let message = request.into_inner();
-        check_id("user_id", &message.user_id)?;
+        check_id("user_id", &message.user_id).map_err(GatewayError::from)?;
         let wanted = page_size(message.page_size)?;
         let mask = self.view.mask(message.read_mask)?;
         let clients = &self.clients;
-
-        let mut visible: Vec<FoundationTrack> = Vec::with_capacity(wanted);
-        let mut token = message.page_token;
-        for _ in 0..self.limits.max_list_rounds.max(1) {
-            let need = (wanted - visible.len()) as i32;
-            let user_id = message.user_id.clone();
-            let page_token = token.clone();
-            let likes = clients
-                .read(&clients.likes, inbound, |mut client, budget| {
-                    let message = FoundationListLiked {
-                        user_id: user_id.clone(),
-                        page_size: need,
-                        page_token: page_token.clone(),
-                    };
-                    async move { client.list_liked_tracks(outbound(message, budget)).await }
-                })
-                .await
-                .map_err(|status| match status.code() {
-                    tonic::Code::InvalidArgument => {
-                        GatewayError::invalid("page_token", "is not a token this service issued")
-                    }
-                    _ => upstream_error("likes", status),
-                })?;
-            let ids: Vec<String> = likes.likes.into_iter().map(|like| like.track_id).collect();
-            if !ids.is_empty() {
-                let found = clients
-                    .read(&clients.tracks, inbound, |mut client, budget| {
-                        let ids = ids.clone();
-                        async move {
-                            client
-                                .batch_get_tracks(outbound(FoundationBatchGet { ids }, budget))
-                                .await
-                        }
-                    })
-                    .await
-                    .map_err(|status| upstream_error("tracks", status))?;
-                let mut by_id: std::collections::HashMap<String, FoundationTrack> = found
-                    .tracks
-                    .into_iter()
-                    .map(|track| (track.id.clone(), track))
-                    .collect();
-                for id in ids {
-                    let Some(track) = by_id.remove(&id) else {
-                        continue;
-                    };
-                    match rules::visible(&track, &principal, None) {
-                        Ok(()) => visible.push(track),
-                        Err(hidden) => {
-                            self.audit
-                                .track_withheld(&id, principal.user(), hidden.as_str())
-                        }
-                    }
-                }
-            }
-            token = likes.next_page_token;
-            if visible.len() >= wanted || token.is_empty() {
-                break;
-            }
-        }
-
-        let ids: Vec<String> = visible.iter().map(|track| track.id.clone()).collect();
-        if ids.is_empty() {
-            return Ok(Response::new(ListLikedTracksResponse {
-                tracks: Vec::new(),
-                next_page_token: token,
-            }));
-        }
         let caller = Caller {
             principal: &principal,
             secret_token: None,
-            inbound,
+            deadline,
         };
-        let assembled = self
-            .view
-            .assemble(clients, &self.audit, &ids, &mask, caller, Some(visible))
-            .await?;
+
+        let mut tracks: Vec<Track> = Vec::with_capacity(wanted);
+        let mut degraded: Vec<String> = Vec::new();
+        let mut token = message.page_token;
+        for _ in 0..self.limits.max_list_rounds.max(1) {
+            let request = FoundationListLiked {
+                user_id: message.user_id.clone(),
+                page_size: (wanted - tracks.len()) as i32,
+                page_token: token.clone(),
+            };
+            let likes = clients
+                .calls
+                .read(&clients.likes, deadline, |mut client, budget| {
+                    let request = request.clone();
+                    async move { client.list_liked_tracks(outbound(request, budget)).await }
+                })
+                .await
+                .map_err(|error| match error.code() {
+                    Some(tonic::Code::InvalidArgument) => {
+                        GatewayError::invalid("page_token", "is not a token this service issued")
+                    }
+                    _ => error.into(),
+                })?;
+            token = likes.next_page_token;
+            let ids: Vec<String> = likes.likes.into_iter().map(|like| like.track_id).collect();
+            if !ids.is_empty() {
+                let assembled = self
+                    .view
+                    .assemble(clients, &self.audit, &ids, &mask, caller)
+                    .await?;
+                tracks.extend(assembled.tracks.into_iter().flatten());
+                for path in assembled.degraded {
+                    if !degraded.contains(&path) {
+                        degraded.push(path);
+                    }
+                }
+            }
+            if tracks.len() >= wanted || token.is_empty() {
+                break;
+            }
+        }
+        degraded.sort();
         let response = ListLikedTracksResponse {
-            tracks: assembled.tracks.into_iter().flatten().collect(),
+            tracks,
             next_page_token: token,
         };
-        Ok(with_degraded(response, &assembled.degraded))
+        Ok(with_degraded(response, &degraded))
     }
 
     async fn like_track(
@@ -470,21 +422,18 @@ impl ConsumerGateway for ConsumerApi {
         request: Request<DownloadTrackRequest>,
     ) -> Result<Response<Self::DownloadTrackStream>, Status> {
         let principal = principal(&request)?;
-        let inbound = inbound_timeout(request.metadata());
+        let deadline = self.clients.calls.deadline(request.metadata());
         let message = request.into_inner();
-        let user = principal
-            .user()
-            .ok_or(GatewayError::Unauthenticated(
-                "commands need a signed-in user",
-            ))?
+        let user = signed_in(&principal)
+            .map_err(GatewayError::from)?
             .to_owned();
-        check_id("track_id", &message.track_id)?;
+        check_id("track_id", &message.track_id).map_err(GatewayError::from)?;
         let track = self
             .visible_track(
                 &message.track_id,
                 &principal,
                 message.secret_token.as_deref(),
-                inbound,
+                deadline,
             )
             .await?;
         if !track.downloadable && track.owner_id != user {
@@ -498,26 +447,32 @@ impl ConsumerGateway for ConsumerApi {
             user_id: user,
         };
         clients
-            .command(&clients.tracks, inbound, |mut client, budget| async move {
+            .calls
+            .command(&clients.tracks, deadline, |mut client, budget| async move {
                 client.record_download(outbound(record, budget)).await
             })
-            .await?;
-        // The audio streams for as long as the caller's own deadline allows, not the per-call cap.
+            .await
+            .map_err(GatewayError::from)?;
+        // The audio streams for as long as the request's deadline allows, not the per-call cap.
         let mut audio_request = Request::new(ReadAudioRequest { track_id: track.id });
-        if let Some(inbound) = inbound {
-            audio_request.set_timeout(inbound);
+        if let Some(left) = deadline.remaining() {
+            audio_request.set_timeout(left);
         }
+        let stream_error = |status: Status| {
+            Status::from(GatewayError::from(UpstreamError::from_status(
+                "tracks", status,
+            )))
+        };
         let audio = clients
             .tracks
-            .client
-            .clone()
+            .client()
             .read_audio(audio_request)
             .await
-            .map_err(|status| upstream_error("tracks", status))?
+            .map_err(stream_error)?
             .into_inner();
-        let stream = audio.map(|chunk| match chunk {
+        let stream = audio.map(move |chunk| match chunk {
             Ok(chunk) => Ok(DownloadTrackResponse { chunk: chunk.data }),
-            Err(status) => Err(Status::from(upstream_error("tracks", status))),
+            Err(status) => Err(stream_error(status)),
         });
         Ok(Response::new(Box::pin(stream)))
     }

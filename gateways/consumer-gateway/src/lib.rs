@@ -8,7 +8,6 @@
 //! that owns the data.
 
 mod api;
-mod audit;
 mod error;
 mod rules;
 mod twirp;
@@ -18,21 +17,22 @@ mod view;
 use std::sync::Arc;
 
 use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
+use gateway_kit::{Audit, CallSettings, IdempotencySettings};
 use prometheus_client::registry::Registry;
 use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
 use serde::{Deserialize, Serialize};
 use service_runtime::{
     GrpcApp, Listeners, ServeError, ServerSettings,
     cli::{ServiceSettings, Shutdown},
-    idempotency::IdempotencyStore,
+    faults::FaultSettings,
     metrics::GrpcMetrics,
     settings::SettingsSource,
     telemetry::LogSettings,
     upstream::UpstreamSettings,
 };
 
-pub use api::DEGRADED_FIELDS;
 pub use error::GatewayError;
+pub use gateway_kit::DEGRADED_FIELDS;
 pub use rules::visible;
 pub use view::{Data, Src, TrackView};
 
@@ -49,20 +49,15 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub upstreams: Upstreams,
     pub limits: Limits,
-    pub retry: RetrySettings,
+    /// How upstream calls share the caller's deadline, and read retries.
+    pub calls: CallSettings,
     /// Rate limits keyed by the verified subject.
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
     pub idempotency: IdempotencySettings,
-}
-
-/// How long command results are kept for retries carrying the same `idempotency-key`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdempotencySettings {
-    pub ttl_seconds: u64,
-    /// The most keys held at once; beyond it keyed commands are RESOURCE_EXHAUSTED.
-    pub max_keys: usize,
+    /// Fault injection by method name, off by default.
+    #[serde(default)]
+    pub faults: FaultSettings,
 }
 
 /// The foundation services this gateway calls.
@@ -79,17 +74,9 @@ pub struct Upstreams {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_batch: usize,
-    pub deadline_margin_ms: u64,
     pub max_list_rounds: usize,
     /// The largest request message accepted, in bytes.
     pub max_request_bytes: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrySettings {
-    pub ratio: f64,
-    pub max_tokens: f64,
 }
 
 impl ServiceSettings for Settings {
@@ -128,17 +115,14 @@ pub async fn run(
     let client_metrics = GrpcMetrics::register_client(&mut registry);
     let upstreams =
         upstreams::Clients::new(&settings, &client_metrics).map_err(RunError::Settings)?;
-    let audit = audit::Audit::register(&mut registry);
+    let audit = Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
     let gateway = Arc::new(api::ConsumerApi::new(
         view,
         upstreams,
         audit,
         settings.limits.clone(),
-        IdempotencyStore::new(
-            std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
-            settings.idempotency.max_keys,
-        ),
+        settings.idempotency.store(),
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
     let server = ConsumerGatewayServer::from_arc(gateway.clone())
@@ -157,7 +141,7 @@ pub async fn run(
         "consumer.v1.ConsumerGateway",
         protos::descriptors::CONSUMER,
         &settings.server,
-        Default::default(),
+        settings.faults,
         registry,
     );
     service_runtime::serve(app, listeners, shutdown).await?;

@@ -1,12 +1,37 @@
 //! The consumer's visibility rules, built from the shared policy primitives: a track is
 //! visible iff (public, or the viewer owns it, or the request carries its secret token) and its
 //! geoblocking allows the viewer's territory; the owner always sees their own track.
+//!
+//! [`authorize`] is the one authorization step of every query and every command.
+
+use std::collections::HashMap;
 
 use authorization::{
     Principal,
     policy::{self, Geoblocking, Hidden, TrackAccess},
 };
+use gateway_kit::Audit;
 use protos::foundation::tracks::v1::{GeoblockingMode, Track, Visibility};
+
+/// The tracks `principal` may see among `tracks`, presenting `secret_token` if any, by id;
+/// each hidden one is audited with its reason and left out, so that it reads as missing.
+pub(crate) fn authorize(
+    tracks: Vec<Track>,
+    principal: &Principal,
+    secret_token: Option<&str>,
+    audit: &Audit,
+) -> HashMap<String, Track> {
+    let mut visible_tracks = HashMap::with_capacity(tracks.len());
+    for track in tracks {
+        match visible(&track, principal, secret_token) {
+            Ok(()) => {
+                visible_tracks.insert(track.id.clone(), track);
+            }
+            Err(hidden) => audit.track_withheld(&track.id, principal.user(), hidden.as_str()),
+        }
+    }
+    visible_tracks
+}
 
 /// Whether `principal` may see `track`, presenting `secret_token` if any.
 pub fn visible(

@@ -1,18 +1,14 @@
 //! The consumer's Track view: which foundation data each field needs (declared once, and
 //! printable with [`TrackView::explain`]), and how a batch of tracks is fetched, authorized and
 //! assembled. Every query (one track, a batch, a page of likes) goes through [`TrackView::assemble`],
-//! which makes one batched call per planned foundation method, whatever the number of tracks.
+//! which makes one batched call per planned foundation method, whatever the number of tracks;
+//! `field_mask::run_plan` drives the stages.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::collections::HashMap;
 
 use authorization::Principal;
-use field_mask::{
-    CallError, Explain, FanoutSpec, Input, Mask, Source, Stage, StageResults, ViewSchema,
-    run_calls, run_stage, unique_keys,
-};
+use field_mask::{Explain, FanoutSpec, Input, Mask, Source, ViewSchema, run_plan, unique_keys};
+use gateway_kit::{Audit, Deadline, outbound};
 use protos::{
     consumer::v1 as view,
     foundation::{
@@ -25,12 +21,7 @@ use protos::{
     },
 };
 
-use crate::{
-    GatewayError,
-    audit::Audit,
-    rules,
-    upstreams::{Clients, outbound, upstream_error},
-};
+use crate::{GatewayError, rules, upstreams::Clients};
 
 /// The foundation methods the view can need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,8 +68,8 @@ pub(crate) struct Caller<'a> {
     pub(crate) principal: &'a Principal,
     /// A private track's secret token, from a private link (single-track reads only).
     pub(crate) secret_token: Option<&'a str>,
-    /// The caller's `grpc-timeout`.
-    pub(crate) inbound: Option<Duration>,
+    /// When every upstream call of the request must be done.
+    pub(crate) deadline: Deadline,
 }
 
 /// The tracks of a query, in request order, and the mask paths left unfilled because an
@@ -142,7 +133,6 @@ impl TrackView {
     }
 
     /// Fetches, authorizes and assembles the tracks `ids` for `caller`, trimmed to `mask`.
-    /// `prefetched` tracks (already fetched to fill a page) are not fetched again.
     pub(crate) async fn assemble(
         &self,
         clients: &Clients,
@@ -150,106 +140,44 @@ impl TrackView {
         ids: &[String],
         mask: &Mask,
         caller: Caller<'_>,
-        prefetched: Option<Vec<FoundationTrack>>,
     ) -> Result<Assembled, GatewayError> {
         let plan = self.spec.plan(mask);
         let user = caller.principal.user();
-        let started = Instant::now();
-        let stage_deadline = |upstreams: &[Duration]| {
-            let longest = upstreams.iter().copied().max().unwrap_or_default();
-            tokio::time::Instant::from_std(started + longest)
-        };
-
-        // Stage one is the tracks (authorization needs them) and everything keyed by track id.
-        // The tracks are fetched on their own so that stage two, keyed by the visible tracks'
-        // owners, starts as soon as they answer, while the rest of stage one is still running.
-        // Data for tracks that turn out hidden is dropped below.
         let unique = unique_keys(ids.iter().cloned());
-        let first_deadline = stage_deadline(&[
-            clients.budget(&clients.tracks, caller.inbound),
-            clients.budget(&clients.likes, caller.inbound),
-            clients.budget(&clients.counts, caller.inbound),
-        ]);
-        let second_deadline = stage_deadline(&[
-            clients.budget(&clients.follows, caller.inbound),
-            clients.budget(&clients.counts, caller.inbound),
-        ]);
-        let authorized = async {
-            let tracks = match prefetched {
-                Some(tracks) => tracks,
-                None => {
-                    let mut fetched = run_calls(&plan, [Src::Tracks], first_deadline, |source| {
-                        fetch(clients, source, &unique, caller)
+        // Authorization fails closed: without the tracks there is no answer. Data fetched
+        // beside them for tracks that turn out hidden is dropped below.
+        let (by_id, results) = run_plan(
+            &plan,
+            &unique,
+            |source, keys| fetch(clients, source, keys, caller),
+            |granted| {
+                let tracks = granted
+                    .into_iter()
+                    .find_map(|(_, fetched)| match fetched {
+                        Fetched::Tracks(tracks) => Some(tracks),
+                        _ => None,
                     })
-                    .await;
-                    // Authorization fails closed: without the tracks there is no answer.
-                    match fetched.take(Src::Tracks) {
-                        Some(Ok(Fetched::Tracks(tracks))) => tracks,
-                        Some(Err(error)) => return Err(call_error("tracks", error)),
-                        _ => {
-                            return Err(GatewayError::Upstream {
-                                service: "tracks",
-                                status: tonic::Status::internal("the tracks call was not planned"),
-                            });
-                        }
-                    }
-                }
-            };
-            let mut by_id: HashMap<String, FoundationTrack> = tracks
-                .into_iter()
-                .map(|track| (track.id.clone(), track))
-                .collect();
-            for id in &unique {
-                if let Some(track) = by_id.get(id)
-                    && let Err(hidden) =
-                        rules::visible(track, caller.principal, caller.secret_token)
-                {
-                    audit.track_withheld(id, user, hidden.as_str());
-                    by_id.remove(id);
-                }
-            }
-
-            // Stage two: what is keyed by the visible tracks' owners.
-            let owners = unique_keys(
-                unique
-                    .iter()
-                    .filter_map(|id| by_id.get(id))
-                    .map(|track| track.owner_id.clone()),
-            );
-            let second = if !owners.is_empty() && plan.stage(Stage::Second).next().is_some() {
-                Some(
-                    run_stage(&plan, Stage::Second, second_deadline, |source| {
-                        fetch(clients, source, &owners, caller)
-                    })
-                    .await,
-                )
-            } else {
-                None
-            };
-            Ok((by_id, second))
-        };
-        let rest_of_first = async {
-            let sources = plan
-                .stage(Stage::First)
-                .filter(|source| *source != Src::Tracks);
-            Ok(run_calls(&plan, sources, first_deadline, |source| {
-                fetch(clients, source, &unique, caller)
-            })
-            .await)
-        };
-        // A failed tracks call drops the calls still running.
-        let ((by_id, second), first) = tokio::try_join!(authorized, rest_of_first)?;
+                    .ok_or_else(|| {
+                        GatewayError::Internal("the tracks call was not planned".into())
+                    })?;
+                let by_id = rules::authorize(tracks, caller.principal, caller.secret_token, audit);
+                let owners = unique_keys(
+                    unique
+                        .iter()
+                        .filter_map(|id| by_id.get(id))
+                        .map(|track| track.owner_id.clone()),
+                );
+                Ok((by_id, owners))
+            },
+        )
+        .await?;
 
         let mut failed: Vec<Src> = Vec::new();
         let mut reactions = HashMap::new();
         let mut track_counts = HashMap::new();
         let mut following = HashMap::new();
         let mut user_counts = HashMap::new();
-        let results = first
-            .into_inner()
-            .into_iter()
-            .chain(second.into_iter().flat_map(StageResults::into_inner));
-        for (source, result) in results {
+        for (source, result) in results.into_inner() {
             match result {
                 Ok(Fetched::Tracks(_)) => {}
                 Ok(Fetched::Reactions(list)) => {
@@ -329,93 +257,94 @@ impl TrackView {
         self.spec
             .schema()
             .trim_prost(mask, &mut view)
-            .map_err(|error| GatewayError::Upstream {
-                service: "gateway",
-                status: tonic::Status::internal(error.to_string()),
-            })?;
+            .map_err(|error| GatewayError::Internal(format!("cannot trim the view: {error}")))?;
         Ok(view)
     }
 }
 
 /// The one batched call of `source` for `keys`: track ids or the tracks' owners, as the
-/// source's [`Input`] says.
+/// source's [`Input`] says. The viewer relations of an anonymous caller are empty, with no call.
 async fn fetch(
     clients: &Clients,
     source: Src,
-    keys: &[String],
+    keys: Vec<String>,
     caller: Caller<'_>,
-) -> Result<Fetched, tonic::Status> {
+) -> Result<Fetched, GatewayError> {
+    let calls = &clients.calls;
+    let deadline = caller.deadline;
     let user = caller.principal.user();
-    match source {
-        Src::Tracks => clients
-            .read(&clients.tracks, caller.inbound, |mut client, budget| {
-                let message = BatchGetTracksRequest { ids: keys.to_vec() };
-                async move { client.batch_get_tracks(outbound(message, budget)).await }
-            })
-            .await
-            .map(|response| Fetched::Tracks(response.tracks)),
-        Src::Reactions => match user {
-            None => Ok(Fetched::Reactions(Vec::new())),
-            Some(user) => clients
-                .read(&clients.likes, caller.inbound, |mut client, budget| {
-                    let message = BatchGetReactionsRequest {
-                        user_id: user.to_owned(),
-                        track_ids: keys.to_vec(),
-                    };
-                    async move { client.batch_get_reactions(outbound(message, budget)).await }
+    Ok(match source {
+        Src::Tracks => {
+            let message = BatchGetTracksRequest { ids: keys };
+            let response = calls
+                .read(&clients.tracks, deadline, |mut client, budget| {
+                    let message = message.clone();
+                    async move { client.batch_get_tracks(outbound(message, budget)).await }
                 })
-                .await
-                .map(|response| Fetched::Reactions(response.reactions)),
-        },
-        Src::TrackCounts => clients
-            .read(&clients.counts, caller.inbound, |mut client, budget| {
-                let message = BatchGetTrackCountsRequest {
-                    track_ids: keys.to_vec(),
-                };
-                async move {
-                    client
-                        .batch_get_track_counts(outbound(message, budget))
-                        .await
-                }
-            })
-            .await
-            .map(|response| Fetched::TrackCounts(response.counts)),
-        Src::Following => match user {
-            None => Ok(Fetched::Following(Vec::new())),
-            Some(user) => clients
-                .read(&clients.follows, caller.inbound, |mut client, budget| {
-                    let message = BatchGetFollowingRequest {
-                        follower_id: user.to_owned(),
-                        followee_ids: keys.to_vec(),
-                    };
-                    async move { client.batch_get_following(outbound(message, budget)).await }
-                })
-                .await
-                .map(|response| Fetched::Following(response.states)),
-        },
-        Src::UserCounts => clients
-            .read(&clients.counts, caller.inbound, |mut client, budget| {
-                let message = BatchGetUserCountsRequest {
-                    user_ids: keys.to_vec(),
-                };
-                async move {
-                    client
-                        .batch_get_user_counts(outbound(message, budget))
-                        .await
-                }
-            })
-            .await
-            .map(|response| Fetched::UserCounts(response.counts)),
-    }
-}
-
-fn call_error(service: &'static str, error: CallError<tonic::Status>) -> GatewayError {
-    match error {
-        CallError::Failed(status) => upstream_error(service, status),
-        CallError::DeadlineExceeded | CallError::Abandoned => {
-            GatewayError::UpstreamDeadline { service }
+                .await?;
+            Fetched::Tracks(response.tracks)
         }
-    }
+        Src::Reactions => match user {
+            None => Fetched::Reactions(Vec::new()),
+            Some(user) => {
+                let message = BatchGetReactionsRequest {
+                    user_id: user.to_owned(),
+                    track_ids: keys,
+                };
+                let response = calls
+                    .read(&clients.likes, deadline, |mut client, budget| {
+                        let message = message.clone();
+                        async move { client.batch_get_reactions(outbound(message, budget)).await }
+                    })
+                    .await?;
+                Fetched::Reactions(response.reactions)
+            }
+        },
+        Src::TrackCounts => {
+            let message = BatchGetTrackCountsRequest { track_ids: keys };
+            let response = calls
+                .read(&clients.counts, deadline, |mut client, budget| {
+                    let message = message.clone();
+                    async move {
+                        client
+                            .batch_get_track_counts(outbound(message, budget))
+                            .await
+                    }
+                })
+                .await?;
+            Fetched::TrackCounts(response.counts)
+        }
+        Src::Following => match user {
+            None => Fetched::Following(Vec::new()),
+            Some(user) => {
+                let message = BatchGetFollowingRequest {
+                    follower_id: user.to_owned(),
+                    followee_ids: keys,
+                };
+                let response = calls
+                    .read(&clients.follows, deadline, |mut client, budget| {
+                        let message = message.clone();
+                        async move { client.batch_get_following(outbound(message, budget)).await }
+                    })
+                    .await?;
+                Fetched::Following(response.states)
+            }
+        },
+        Src::UserCounts => {
+            let message = BatchGetUserCountsRequest { user_ids: keys };
+            let response = calls
+                .read(&clients.counts, deadline, |mut client, budget| {
+                    let message = message.clone();
+                    async move {
+                        client
+                            .batch_get_user_counts(outbound(message, budget))
+                            .await
+                    }
+                })
+                .await?;
+            Fetched::UserCounts(response.counts)
+        }
+    })
 }
 
 /// Everything fetched for a query, to build each track's full view before trimming.

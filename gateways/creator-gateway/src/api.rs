@@ -1,10 +1,11 @@
 //! The gRPC edge of the creator gateway: each handler reads the caller, checks the request,
 //! runs the planned foundation calls and assembles the owner's view.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use authorization::interceptor;
-use field_mask::{CallError, Mask, run_stage};
+use field_mask::Mask;
+use gateway_kit::{Audit, Deadline, UpstreamError, check_id, outbound, signed_in, with_degraded};
 use protos::{
     creator::v1::{
         self as pb, DeleteTrackRequest, GetTrackRequest, ListMyTracksRequest, ListMyTracksResponse,
@@ -12,31 +13,25 @@ use protos::{
         upload_track_request,
     },
     foundation::{
-        counts::v1::{BatchGetTrackCountsRequest, TrackCounts},
+        counts::v1::TrackCounts,
         likes::v1::DeleteTrackReactionsRequest,
         tracks::v1::{
-            self as tracks_pb, BatchGetTracksRequest, DeleteTrackRequest as TracksDelete,
-            ListTracksByOwnerRequest, UpdateTrackRequest as TracksUpdate,
+            DeleteTrackRequest as TracksDelete, ListTracksByOwnerRequest,
+            UpdateTrackRequest as TracksUpdate,
         },
     },
 };
 use service_runtime::idempotency::{IDEMPOTENCY_KEY, IdempotencyStore};
-use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataValue};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::{
-    GatewayError, UploadSettings,
-    audit::Audit,
-    update, upload,
-    upstream::{Clients, Service, UpstreamError, UpstreamFailure, timed},
-    view::{self, CreatorView, Upstream},
+    GatewayError, UploadSettings, update, upload,
+    upstream::Clients,
+    view::{self, CreatorView},
 };
 
-/// The response metadata key that lists the mask paths left unset because an upstream failed.
-pub(crate) const DEGRADED_FIELDS: &str = "x-degraded-fields";
-
 const MAX_PAGE_SIZE: i32 = 100;
-const MAX_ID_LEN: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct CreatorApi {
@@ -47,8 +42,8 @@ pub(crate) struct CreatorApi {
     audit: Audit,
 }
 
-/// What the caller may see of one track: the view trimmed to the mask, and the mask paths
-/// that are missing because counts failed.
+/// What the caller may see: the view trimmed to the mask, and the mask paths that are missing
+/// because counts failed.
 struct Assembled<T> {
     message: T,
     degraded: Vec<String>,
@@ -56,20 +51,8 @@ struct Assembled<T> {
 
 impl<T> Assembled<T> {
     fn into_response(self) -> Response<T> {
-        let mut response = Response::new(self.message);
-        if !self.degraded.is_empty()
-            && let Ok(value) = MetadataValue::try_from(self.degraded.join(","))
-        {
-            response.metadata_mut().insert(DEGRADED_FIELDS, value);
-        }
-        response
+        with_degraded(self.message, &self.degraded)
     }
-}
-
-/// A result of the first fanout stage.
-enum Fetched {
-    Track(Option<tracks_pb::Track>),
-    Counts(HashMap<String, TrackCounts>),
 }
 
 impl CreatorApi {
@@ -89,111 +72,23 @@ impl CreatorApi {
         }
     }
 
-    /// The caller's track `track_id` as a record, with its counters when `mask` wants them and
-    /// counts answered. Another user's track is [`GatewayError::TrackNotFound`], like a
-    /// missing one; its counters, fetched alongside, are dropped.
     async fn owned_track(
         &self,
         user: &str,
         track_id: &str,
         mask: &Mask,
-        inbound: Option<Duration>,
-    ) -> Result<(tracks_pb::Track, Option<TrackCounts>, Vec<String>), GatewayError> {
-        let tracks_deadline = self.clients.deadline(Service::Tracks, inbound);
-        let counts_deadline = self.clients.deadline(Service::Counts, inbound);
-        let plan = self.view.spec().plan(mask);
-        let mut results = run_stage(
-            &plan,
-            field_mask::Stage::First,
-            tracks_deadline.max(counts_deadline),
-            |source| async move {
-                match source {
-                    Upstream::Tracks => self
-                        .batch_get_track(track_id, tracks_deadline)
-                        .await
-                        .map(Fetched::Track),
-                    Upstream::Counts => self
-                        .counts(vec![track_id.to_owned()], counts_deadline)
-                        .await
-                        .map(Fetched::Counts),
-                }
-            },
-        )
-        .await;
-        let track = match results.take(Upstream::Tracks) {
-            Some(Ok(Fetched::Track(track))) => track,
-            Some(Ok(Fetched::Counts(_))) | None => unreachable!("tracks is always planned"),
-            Some(Err(error)) => return Err(stage_error(Service::Tracks, error).into()),
-        };
-        let track = match track {
-            Some(track) if track.owner_id == user => track,
-            Some(_) => {
-                self.audit.not_owner(track_id, user);
-                return Err(GatewayError::TrackNotFound(track_id.to_owned()));
-            }
-            None => return Err(GatewayError::TrackNotFound(track_id.to_owned())),
-        };
-        let (counts, degraded) = match results.take(Upstream::Counts) {
-            None => (None, Vec::new()),
-            Some(Ok(Fetched::Counts(mut counts))) => (counts.remove(track_id), Vec::new()),
-            Some(Ok(Fetched::Track(_))) => unreachable!("counts gives counts"),
-            Some(Err(error)) => {
-                let error = stage_error(Service::Counts, error);
-                tracing::warn!(%error, track_id, "counts failed; stats are degraded");
-                (None, self.view.degraded_by_counts(mask))
-            }
-        };
-        Ok((track, counts, degraded))
-    }
-
-    async fn batch_get_track(
-        &self,
-        track_id: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<tracks_pb::Track>, UpstreamError> {
-        let response = self
-            .clients
-            .read(Service::Tracks, deadline, |left| {
-                let mut client = self.clients.tracks.clone();
-                let request = BatchGetTracksRequest {
-                    ids: vec![track_id.to_owned()],
-                };
-                async move { client.batch_get_tracks(timed(request, left)).await }
-            })
-            .await?;
-        Ok(response
-            .tracks
-            .into_iter()
-            .find(|track| track.id == track_id))
-    }
-
-    /// One counts call for all of `track_ids`.
-    async fn counts(
-        &self,
-        track_ids: Vec<String>,
-        deadline: tokio::time::Instant,
-    ) -> Result<HashMap<String, TrackCounts>, UpstreamError> {
-        field_mask::call_batched(track_ids, |track_ids| async move {
-            let response = self
-                .clients
-                .read(Service::Counts, deadline, |left| {
-                    let mut client = self.clients.counts.clone();
-                    let request = BatchGetTrackCountsRequest {
-                        track_ids: track_ids.clone(),
-                    };
-                    async move { client.batch_get_track_counts(timed(request, left)).await }
-                })
-                .await?;
-            Ok(response
-                .counts
-                .into_iter()
-                .map(|counts| (counts.track_id.clone(), counts)))
-        })
-        .await
+        deadline: Deadline,
+    ) -> Result<view::Owned, GatewayError> {
+        self.view
+            .owned_track(&self.clients, &self.audit, user, track_id, mask, deadline)
+            .await
     }
 
     fn trimmed(&self, mask: &Mask, mut track: pb::Track) -> Result<pb::Track, GatewayError> {
-        self.view.schema().trim_prost(mask, &mut track)?;
+        self.view
+            .schema()
+            .trim_prost(mask, &mut track)
+            .map_err(|error| GatewayError::Internal(format!("cannot trim the view: {error}")))?;
         Ok(track)
     }
 
@@ -201,22 +96,25 @@ impl CreatorApi {
         &self,
         user: &str,
         request: GetTrackRequest,
-        inbound: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<Assembled<pb::Track>, GatewayError> {
         check_id("track_id", &request.track_id)?;
         let mask = read_mask(&self.view, request.read_mask)?;
-        let (track, counts, degraded) = self
-            .owned_track(user, &request.track_id, &mask, inbound)
+        let owned = self
+            .owned_track(user, &request.track_id, &mask, deadline)
             .await?;
-        let message = self.trimmed(&mask, view::to_view(track, counts.as_ref()))?;
-        Ok(Assembled { message, degraded })
+        let message = self.trimmed(&mask, view::to_view(owned.track, owned.counts.as_ref()))?;
+        Ok(Assembled {
+            message,
+            degraded: owned.degraded,
+        })
     }
 
     async fn list_my_tracks(
         &self,
         user: &str,
         request: ListMyTracksRequest,
-        inbound: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<Assembled<ListMyTracksResponse>, GatewayError> {
         if !(0..=MAX_PAGE_SIZE).contains(&request.page_size) {
             return Err(GatewayError::invalid(
@@ -225,26 +123,28 @@ impl CreatorApi {
             ));
         }
         let mask = read_mask(&self.view, request.read_mask)?;
-        let deadline = self.clients.deadline(Service::Tracks, inbound);
+        let message = ListTracksByOwnerRequest {
+            owner_id: user.to_owned(),
+            page_size: request.page_size,
+            page_token: request.page_token,
+        };
         let page = self
             .clients
-            .read(Service::Tracks, deadline, |left| {
-                let mut client = self.clients.tracks.clone();
-                let request = ListTracksByOwnerRequest {
-                    owner_id: user.to_owned(),
-                    page_size: request.page_size,
-                    page_token: request.page_token.clone(),
-                };
-                async move { client.list_tracks_by_owner(timed(request, left)).await }
+            .calls
+            .read(&self.clients.tracks, deadline, |mut client, budget| {
+                let message = message.clone();
+                async move { client.list_tracks_by_owner(outbound(message, budget)).await }
             })
             .await?;
+        // Counts gets what the tracks call left of the request's deadline.
         let (counts, degraded) = if self.view.needs_counts(&mask) {
-            let deadline = self.clients.deadline(Service::Counts, inbound);
             let ids = page.tracks.iter().map(|track| track.id.clone());
-            match self.counts(ids.collect(), deadline).await {
+            match view::counts(&self.clients, ids.collect(), deadline).await {
                 Ok(counts) => (Some(counts), Vec::new()),
                 Err(error) => {
                     tracing::warn!(%error, "counts failed; stats of the page are degraded");
+                    self.audit
+                        .degraded(field_mask::Source::method(&view::Upstream::Counts));
                     (None, self.view.degraded_by_counts(&mask))
                 }
             }
@@ -272,9 +172,9 @@ impl CreatorApi {
         &self,
         user: &str,
         mut inbound: Streaming<UploadTrackRequest>,
-        timeout: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<pb::Track, GatewayError> {
-        let deadline = self.clients.upload_deadline(timeout);
+        let deadline = self.clients.upload_deadline(deadline);
         let first = tokio::time::timeout_at(deadline, inbound.message())
             .await
             .map_err(|_| {
@@ -292,34 +192,28 @@ impl CreatorApi {
         let (outbound, mut aborted) =
             upload::outbound(metadata, inbound, self.upload.max_bytes, deadline);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut client = self.clients.tracks.clone();
+        let mut client = self.clients.tracks.client();
         // A task of its own, so that a caller going away cannot cancel the call (see
         // `upload`): the outbound stream ends it with the poison message instead. The task
         // carries the server span, so the upstream call's client span stays in the caller's trace.
         let call = tokio::spawn(
-            async move { client.create_track(timed(outbound, left)).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                client
+                    .create_track(gateway_kit::outbound(outbound, left))
+                    .await
+            }
+            .instrument(tracing::Span::current()),
         );
-        let created = call.await.map_err(|error| {
-            tracing::error!(%error, "upload task failed");
-            UpstreamError::new(
-                "tracks",
-                UpstreamFailure::Status(Status::internal("upload task failed")),
-            )
-        })?;
+        let created = call
+            .await
+            .map_err(|error| GatewayError::Internal(format!("the upload task failed: {error}")))?;
         // Our own reason wins: the upstream only saw the cancellation that followed it.
         if let Ok(error) = aborted.try_recv() {
             return Err(error);
         }
-        let track = match created {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::Cancelled => {
-                return Err(UpstreamError::new("tracks", UpstreamFailure::Timeout).into());
-            }
-            Err(status) => {
-                return Err(UpstreamError::new("tracks", UpstreamFailure::Status(status)).into());
-            }
-        };
+        let track = created
+            .map_err(|status| UpstreamError::from_status("tracks", status))?
+            .into_inner();
         tracing::info!(track_id = %track.id, size = track.audio.as_ref().map(|a| a.size_bytes), "track uploaded");
         // A new track has no counters yet; the response says so with zeros.
         Ok(view::to_view(track, Some(&TrackCounts::default())))
@@ -329,7 +223,7 @@ impl CreatorApi {
         &self,
         user: &str,
         request: UpdateTrackRequest,
-        inbound: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<Assembled<pb::Track>, GatewayError> {
         let given = request
             .track
@@ -338,30 +232,32 @@ impl CreatorApi {
         let paths = update::tracks_paths(self.view.schema(), request.update_mask)?;
         // Ownership first; the counters for the response come alongside.
         let everything = Mask::all();
-        let (_, counts, degraded) = self
-            .owned_track(user, &given.id, &everything, inbound)
+        let owned = self
+            .owned_track(user, &given.id, &everything, deadline)
             .await?;
-        let deadline = self.clients.deadline(Service::Tracks, inbound);
-        let metadata = view::to_metadata(&given, String::new());
-        let updated = self
-            .clients
-            .command(Service::Tracks, deadline, |left| {
-                let mut client = self.clients.tracks.clone();
-                let request = TracksUpdate {
-                    track_id: given.id.clone(),
-                    metadata: Some(metadata.clone()),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: paths.clone(),
-                    }),
-                };
-                async move { client.update_track(timed(request, left)).await }
-            })
-            .await
-            .map_err(|error| not_found_as(error, &given.id))?;
+        let request = TracksUpdate {
+            track_id: given.id.clone(),
+            metadata: Some(view::to_metadata(&given, String::new())),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.clone(),
+            }),
+        };
+        let updated =
+            self.clients
+                .calls
+                .command(
+                    &self.clients.tracks,
+                    deadline,
+                    |mut client, budget| async move {
+                        client.update_track(outbound(request, budget)).await
+                    },
+                )
+                .await
+                .map_err(|error| not_found_as(error, &given.id))?;
         tracing::info!(track_id = %given.id, paths = %paths.join(","), "track updated");
         Ok(Assembled {
-            message: view::to_view(updated, counts.as_ref()),
-            degraded,
+            message: view::to_view(updated, owned.counts.as_ref()),
+            degraded: owned.degraded,
         })
     }
 
@@ -369,20 +265,19 @@ impl CreatorApi {
         &self,
         user: &str,
         request: DeleteTrackRequest,
-        inbound: Option<Duration>,
+        deadline: Deadline,
     ) -> Result<(), GatewayError> {
         check_id("track_id", &request.track_id)?;
         let track_id = request.track_id;
-        self.owned_track(user, &track_id, self.view.ownership_only(), inbound)
+        self.owned_track(user, &track_id, self.view.ownership_only(), deadline)
             .await?;
-        let deadline = self.clients.deadline(Service::Tracks, inbound);
+        let request = TracksDelete {
+            track_id: track_id.clone(),
+        };
         self.clients
-            .command(Service::Tracks, deadline, |left| {
-                let mut client = self.clients.tracks.clone();
-                let request = TracksDelete {
-                    track_id: track_id.clone(),
-                };
-                async move { client.delete_track(timed(request, left)).await }
+            .calls
+            .command(&self.clients.tracks, deadline, |mut client, budget| async move {
+                client.delete_track(outbound(request, budget)).await
             })
             .await
             .map_err(|error| not_found_as(error, &track_id))?;
@@ -390,16 +285,21 @@ impl CreatorApi {
         // The track is gone for good: from here on the call succeeds. Reactions left behind by
         // a failure are invisible (no track to show them on, and counts ignores events about a
         // deleted track), so the failure is logged rather than reported.
-        let deadline = self.clients.deadline(Service::Likes, inbound);
+        let request = DeleteTrackReactionsRequest {
+            track_id: track_id.clone(),
+        };
         let removed = self
             .clients
-            .command(Service::Likes, deadline, |left| {
-                let mut client = self.clients.likes.clone();
-                let request = DeleteTrackReactionsRequest {
-                    track_id: track_id.clone(),
-                };
-                async move { client.delete_track_reactions(timed(request, left)).await }
-            })
+            .calls
+            .command(
+                &self.clients.likes,
+                deadline,
+                |mut client, budget| async move {
+                    client
+                        .delete_track_reactions(outbound(request, budget))
+                        .await
+                },
+            )
             .await;
         match removed {
             Ok(removed) => tracing::info!(
@@ -425,15 +325,6 @@ fn not_found_as(error: UpstreamError, track_id: &str) -> GatewayError {
     }
 }
 
-fn stage_error(service: Service, error: CallError<UpstreamError>) -> UpstreamError {
-    match error {
-        CallError::Failed(error) => error,
-        CallError::DeadlineExceeded | CallError::Abandoned => {
-            UpstreamError::new(service.name(), UpstreamFailure::Timeout)
-        }
-    }
-}
-
 fn read_mask(
     view: &CreatorView,
     mask: Option<prost_types::FieldMask>,
@@ -442,34 +333,12 @@ fn read_mask(
         .map_err(|error| GatewayError::invalid("read_mask", error.user_message()))
 }
 
-/// Checks an id at the edge, with the foundation services' rules: 1 to 64 ASCII letters,
-/// digits, `_` or `-`.
-fn check_id(field: &'static str, id: &str) -> Result<(), GatewayError> {
-    if id.is_empty() {
-        return Err(GatewayError::invalid(field, "is required"));
-    }
-    if id.len() > MAX_ID_LEN
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(GatewayError::invalid(
-            field,
-            format!("must be 1 to {MAX_ID_LEN} ASCII letters, digits, '_' or '-'"),
-        ));
-    }
-    Ok(())
-}
-
 /// The calling user, from the verified token.
 fn user<T>(request: &Request<T>) -> Result<String, Status> {
-    interceptor::principal(request)?
-        .user_id
-        .ok_or_else(|| GatewayError::Anonymous.into())
-}
-
-fn inbound_timeout<T>(request: &Request<T>) -> Option<Duration> {
-    service_runtime::upstream::inbound_timeout(request.metadata())
+    let principal = interceptor::principal(request)?;
+    Ok(signed_in(&principal)
+        .map_err(GatewayError::from)?
+        .to_owned())
 }
 
 #[tonic::async_trait]
@@ -479,8 +348,10 @@ impl CreatorGateway for CreatorApi {
         request: Request<GetTrackRequest>,
     ) -> Result<Response<pb::Track>, Status> {
         let user = user(&request)?;
-        let inbound = inbound_timeout(&request);
-        let assembled = self.get_track(&user, request.into_inner(), inbound).await?;
+        let deadline = self.clients.calls.deadline(request.metadata());
+        let assembled = self
+            .get_track(&user, request.into_inner(), deadline)
+            .await?;
         Ok(assembled.into_response())
     }
 
@@ -489,9 +360,9 @@ impl CreatorGateway for CreatorApi {
         request: Request<ListMyTracksRequest>,
     ) -> Result<Response<ListMyTracksResponse>, Status> {
         let user = user(&request)?;
-        let inbound = inbound_timeout(&request);
+        let deadline = self.clients.calls.deadline(request.metadata());
         let assembled = self
-            .list_my_tracks(&user, request.into_inner(), inbound)
+            .list_my_tracks(&user, request.into_inner(), deadline)
             .await?;
         Ok(assembled.into_response())
     }
@@ -501,9 +372,9 @@ impl CreatorGateway for CreatorApi {
         request: Request<Streaming<UploadTrackRequest>>,
     ) -> Result<Response<pb::Track>, Status> {
         let user = user(&request)?;
-        let inbound = inbound_timeout(&request);
+        let deadline = self.clients.calls.deadline(request.metadata());
         let track = self
-            .upload_track(&user, request.into_inner(), inbound)
+            .upload_track(&user, request.into_inner(), deadline)
             .await?;
         Ok(Response::new(track))
     }
@@ -513,10 +384,10 @@ impl CreatorGateway for CreatorApi {
         request: Request<UpdateTrackRequest>,
     ) -> Result<Response<pb::Track>, Status> {
         let user = user(&request)?;
-        let inbound = inbound_timeout(&request);
+        let deadline = self.clients.calls.deadline(request.metadata());
         if request.metadata().get(IDEMPOTENCY_KEY).is_none() {
             let assembled = self
-                .update_track(&user, request.into_inner(), inbound)
+                .update_track(&user, request.into_inner(), deadline)
                 .await?;
             return Ok(assembled.into_response());
         }
@@ -532,7 +403,7 @@ impl CreatorGateway for CreatorApi {
                 &message,
                 || async {
                     Ok::<_, Status>(
-                        self.update_track(&user, message.clone(), inbound)
+                        self.update_track(&user, message.clone(), deadline)
                             .await?
                             .message,
                     )
@@ -547,7 +418,7 @@ impl CreatorGateway for CreatorApi {
         request: Request<DeleteTrackRequest>,
     ) -> Result<Response<()>, Status> {
         let user = user(&request)?;
-        let inbound = inbound_timeout(&request);
+        let deadline = self.clients.calls.deadline(request.metadata());
         let metadata = request.metadata().clone();
         let message = request.into_inner();
         self.idempotency
@@ -557,7 +428,7 @@ impl CreatorGateway for CreatorApi {
                 "/creator.v1.CreatorGateway/DeleteTrack",
                 &message,
                 || async {
-                    self.delete_track(&user, message.clone(), inbound).await?;
+                    self.delete_track(&user, message.clone(), deadline).await?;
                     Ok::<_, Status>(())
                 },
             )

@@ -3,9 +3,8 @@
 //! `INVALID_ARGUMENT` and `OUT_OF_RANGE` messages, which are about the caller's input and name
 //! the offending field first.
 
+use gateway_kit::{Anonymous, InvalidId, UpstreamError, UpstreamFailure};
 use tonic::{Code, Status};
-
-use crate::upstream::{UpstreamError, UpstreamFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -27,9 +26,22 @@ pub enum GatewayError {
     /// An upstream call failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// A view message could not be trimmed to its mask: a programming error.
-    #[error("cannot trim the view: {0}")]
-    Trim(#[from] prost::DecodeError),
+    /// A bug of the gateway's own (a view that cannot be trimmed to its mask, a plan without
+    /// its tracks call): not the caller's fault, and not worth retrying.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<InvalidId> for GatewayError {
+    fn from(error: InvalidId) -> Self {
+        Self::invalid(error.field, error.reason.to_string())
+    }
+}
+
+impl From<Anonymous> for GatewayError {
+    fn from(_: Anonymous) -> Self {
+        Self::Anonymous
+    }
 }
 
 impl GatewayError {
@@ -58,8 +70,8 @@ impl From<GatewayError> for Status {
                 }
             }
             GatewayError::Upstream(upstream) => upstream_status(upstream),
-            GatewayError::Trim(detail) => {
-                tracing::error!(%detail, "cannot trim the view");
+            GatewayError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
                 Status::internal("internal error")
             }
         }
@@ -77,14 +89,6 @@ fn upstream_status(error: &UpstreamError) -> Status {
             // The foundation services check the caller's input and name the field first.
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
                 Status::new(status.code(), status.message())
-            }
-            Code::DeadlineExceeded => {
-                tracing::warn!(
-                    service,
-                    message = status.message(),
-                    "upstream deadline exceeded"
-                );
-                Status::deadline_exceeded(format!("the {service} service did not answer in time"))
             }
             code => {
                 tracing::warn!(
@@ -121,6 +125,7 @@ mod tests {
                 UpstreamError::new("tracks", UpstreamFailure::Timeout).into(),
                 Code::DeadlineExceeded,
             ),
+            (GatewayError::Internal("no plan".into()), Code::Internal),
         ];
         for (error, code) in cases {
             assert_eq!(Status::from(error).code(), code);

@@ -14,8 +14,9 @@
 //!   response is OK, `stats` is unset, and the `x-degraded-fields` response metadata lists the
 //!   affected mask paths.
 //! - **Deadlines:** every upstream call ends by the caller's `grpc-timeout` less a margin,
-//!   capped by the upstream's own timeout. Reads retry once on `UNAVAILABLE` within that
-//!   deadline; commands never retry.
+//!   capped by the upstream's own timeout; calls made one after another share that deadline.
+//!   Reads retry once on `UNAVAILABLE` within it, under a retry budget; commands never retry
+//!   (the gateway kit's upstream caller, the same in both gateways).
 //! - **Deletion:** `tracks.DeleteTrack` removes the track and its audio and announces
 //!   `TrackDeleted` to counts through its outbox; counts then drops the track's counters and
 //!   ignores any later event about it. The gateway then removes the track's likes and reposts
@@ -23,7 +24,6 @@
 //!   counts).
 
 mod api;
-mod audit;
 mod error;
 mod twirp;
 pub mod update;
@@ -32,6 +32,7 @@ mod upstream;
 pub mod view;
 
 use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
+use gateway_kit::{Audit, CallSettings, IdempotencySettings};
 use prometheus_client::registry::Registry;
 use protos::creator::v1::creator_gateway_server::CreatorGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,6 @@ use service_runtime::{
     GrpcApp, Listeners, ServeError, ServerSettings,
     cli::{ServiceSettings, Shutdown},
     faults::FaultSettings,
-    idempotency::IdempotencyStore,
     metrics::GrpcMetrics,
     settings::SettingsSource,
     telemetry::LogSettings,
@@ -63,6 +63,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub upstreams: Upstreams,
+    /// How upstream calls share the caller's deadline, and read retries.
     pub calls: CallSettings,
     pub upload: UploadSettings,
     /// Rate limits keyed by the verified subject.
@@ -73,15 +74,6 @@ pub struct Settings {
     pub faults: FaultSettings,
 }
 
-/// How long command results are kept for retries carrying the same `idempotency-key`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdempotencySettings {
-    pub ttl_seconds: u64,
-    /// The most keys held at once; beyond it keyed commands are RESOURCE_EXHAUSTED.
-    pub max_keys: usize,
-}
-
 /// The foundation services this gateway calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,15 +81,6 @@ pub struct Upstreams {
     pub tracks: UpstreamSettings,
     pub likes: UpstreamSettings,
     pub counts: UpstreamSettings,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallSettings {
-    /// Kept back from the caller's deadline to assemble and send the response.
-    pub margin_ms: u64,
-    /// Extra attempts of a read that failed with `UNAVAILABLE`, within the same deadline.
-    pub read_retries: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,15 +137,12 @@ pub async fn run(
     let client_metrics = GrpcMetrics::register_client(&mut registry);
     let upstreams =
         upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
-    let audit = audit::Audit::register(&mut registry);
+    let audit = Audit::register(&mut registry);
     let api = std::sync::Arc::new(api::CreatorApi::new(
         view,
         upstreams,
         settings.upload.clone(),
-        IdempotencyStore::new(
-            std::time::Duration::from_secs(settings.idempotency.ttl_seconds),
-            settings.idempotency.max_keys,
-        ),
+        settings.idempotency.store(),
         audit,
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);

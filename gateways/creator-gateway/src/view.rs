@@ -6,15 +6,28 @@
 //! the track), so it is called whatever the mask; a mask that does not touch `stats` makes no
 //! `counts` call. [`CreatorView::explain`] prints the decision for a mask.
 
-use field_mask::{Explain, FanoutSpec, Input, Mask, MaskError, SpecError, ViewSchema};
+use std::collections::HashMap;
+
+use field_mask::{
+    Explain, FanoutSpec, Input, Mask, MaskError, SpecError, ViewSchema, call_batched, run_plan,
+};
+use gateway_kit::{Audit, Deadline, UpstreamError, outbound};
 use prost_reflect::DescriptorPool;
 use protos::{
     creator::v1::{self as pb, geoblocking, track},
-    foundation::{counts::v1::TrackCounts, tracks::v1 as tracks_pb},
+    foundation::{
+        counts::v1::{BatchGetTrackCountsRequest, TrackCounts},
+        tracks::v1::{self as tracks_pb, BatchGetTracksRequest},
+    },
 };
+
+use crate::{GatewayError, upstream::Clients};
 
 /// The view's full message name.
 pub const VIEW: &str = "creator.v1.Track";
+
+/// The method of [`Upstream::Counts`], as the degraded-responses metric names it.
+pub(crate) const COUNTS_METHOD: &str = "foundation.counts.v1.CountsService/BatchGetTrackCounts";
 
 /// The foundation calls the view's fields need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,7 +42,7 @@ impl field_mask::Source for Upstream {
     fn method(&self) -> &'static str {
         match self {
             Self::Tracks => "foundation.tracks.v1.TracksService/BatchGetTracks",
-            Self::Counts => "foundation.counts.v1.CountsService/BatchGetTrackCounts",
+            Self::Counts => COUNTS_METHOD,
         }
     }
 
@@ -138,10 +151,138 @@ impl CreatorView {
     pub(crate) fn ownership_only(&self) -> &Mask {
         &self.ownership_only
     }
+}
 
-    pub(crate) fn spec(&self) -> &FanoutSpec<Upstream> {
-        &self.spec
+/// What the caller may see of one of their tracks: the record, its counters when the mask
+/// wants them and counts answered, and the mask paths missing because counts failed.
+#[derive(Debug)]
+pub(crate) struct Owned {
+    pub(crate) track: tracks_pb::Track,
+    pub(crate) counts: Option<TrackCounts>,
+    pub(crate) degraded: Vec<String>,
+}
+
+/// What one planned call brought back.
+enum Fetched {
+    Track(Option<tracks_pb::Track>),
+    Counts(HashMap<String, TrackCounts>),
+}
+
+impl CreatorView {
+    /// The caller's track `track_id`, fetched as `mask` plans it. Another user's track is
+    /// [`GatewayError::TrackNotFound`], like a missing one, and audited; its counters, fetched
+    /// alongside, are dropped.
+    pub(crate) async fn owned_track(
+        &self,
+        clients: &Clients,
+        audit: &Audit,
+        user: &str,
+        track_id: &str,
+        mask: &Mask,
+        deadline: Deadline,
+    ) -> Result<Owned, GatewayError> {
+        let plan = self.spec.plan(mask);
+        let ids = [track_id.to_owned()];
+        let (track, mut results) = run_plan(
+            &plan,
+            &ids,
+            |source, keys| fetch(clients, source, keys, deadline),
+            |granted| {
+                let track = granted
+                    .into_iter()
+                    .find_map(|(_, fetched)| match fetched {
+                        Fetched::Track(track) => Some(track),
+                        Fetched::Counts(_) => None,
+                    })
+                    .ok_or_else(|| {
+                        GatewayError::Internal("the tracks call was not planned".into())
+                    })?;
+                match track {
+                    Some(track) if track.owner_id == user => Ok((track, Vec::new())),
+                    Some(_) => {
+                        audit.track_withheld(track_id, Some(user), "not_owner");
+                        Err(GatewayError::TrackNotFound(track_id.to_owned()))
+                    }
+                    None => Err(GatewayError::TrackNotFound(track_id.to_owned())),
+                }
+            },
+        )
+        .await?;
+        let (counts, degraded) = match results.take(Upstream::Counts) {
+            None => (None, Vec::new()),
+            Some(Ok(Fetched::Counts(mut counts))) => (counts.remove(track_id), Vec::new()),
+            Some(Ok(Fetched::Track(_))) => {
+                return Err(GatewayError::Internal(
+                    "counts answered with a track".into(),
+                ));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, track_id, "counts failed; stats are degraded");
+                audit.degraded(COUNTS_METHOD);
+                (None, self.degraded_by_counts(mask))
+            }
+        };
+        Ok(Owned {
+            track,
+            counts,
+            degraded,
+        })
     }
+}
+
+/// The one call of `source` for `keys`.
+async fn fetch(
+    clients: &Clients,
+    source: Upstream,
+    keys: Vec<String>,
+    deadline: Deadline,
+) -> Result<Fetched, GatewayError> {
+    Ok(match source {
+        Upstream::Tracks => {
+            let message = BatchGetTracksRequest { ids: keys };
+            let response = clients
+                .calls
+                .read(&clients.tracks, deadline, |mut client, budget| {
+                    let message = message.clone();
+                    async move { client.batch_get_tracks(outbound(message, budget)).await }
+                })
+                .await?;
+            Fetched::Track(
+                response
+                    .tracks
+                    .into_iter()
+                    .find(|track| message.ids.contains(&track.id)),
+            )
+        }
+        Upstream::Counts => Fetched::Counts(counts(clients, keys, deadline).await?),
+    })
+}
+
+/// One counts call for all of `track_ids`, by track id.
+pub(crate) async fn counts(
+    clients: &Clients,
+    track_ids: Vec<String>,
+    deadline: Deadline,
+) -> Result<HashMap<String, TrackCounts>, UpstreamError> {
+    call_batched(track_ids, |track_ids| async move {
+        let message = BatchGetTrackCountsRequest { track_ids };
+        let response = clients
+            .calls
+            .read(&clients.counts, deadline, |mut client, budget| {
+                let message = message.clone();
+                async move {
+                    client
+                        .batch_get_track_counts(outbound(message, budget))
+                        .await
+                }
+            })
+            .await?;
+        Ok(response
+            .counts
+            .into_iter()
+            .map(|counts| (counts.track_id.clone(), counts)))
+    })
+    .await
 }
 
 /// The owner's view of a track record, with its counters when counts answered.

@@ -1,79 +1,29 @@
-//! Running planned calls: a stage's calls concurrently under one deadline, and one call per
-//! source for a whole batch or page of tracks.
+//! Running a plan: the whole two-stage fanout of one request, pipelined, failing closed on
+//! the authorization calls, with one call per source for a whole batch or page of tracks.
 //!
-//! The helpers are generic over the call futures and their errors, so the gateways keep their
-//! tonic clients and error types to themselves.
+//! The executor is generic over the call futures and their error, so the gateways keep their
+//! tonic clients and error types to themselves. It enforces no deadline of its own: every call
+//! a gateway starts is bounded by the request's one deadline where the call is made (the
+//! gateway kit's upstream caller), so a call's deadline is computed and enforced in one place.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
-use std::time::Duration;
+use std::pin::Pin;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::time::{Instant, timeout_at};
 
-use crate::plan::{Plan, Source, Stage};
+use crate::plan::{Input, Plan, Source, Stage};
 
-/// Why a planned call gave no value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError<E> {
-    /// The call itself failed.
-    #[error("upstream call failed: {0}")]
-    Failed(E),
-    /// The call did not finish by the deadline and was dropped.
-    #[error("upstream call passed its deadline")]
-    DeadlineExceeded,
-    /// The call was dropped unfinished because a call authorization needs had failed, which
-    /// fails the whole request.
-    #[error("upstream call abandoned after an authorization call failed")]
-    Abandoned,
-}
-
-/// The deadline for one upstream call: the inbound budget (`grpc-timeout`) less a margin for
-/// the gateway's own work, capped by the upstream's configured timeout. Without an inbound
-/// budget the cap alone applies.
-pub fn upstream_deadline(
-    start: Instant,
-    inbound: Option<Duration>,
-    margin: Duration,
-    cap: Duration,
-) -> Instant {
-    let budget = inbound.map_or(cap, |inbound| inbound.saturating_sub(margin).min(cap));
-    start + budget
-}
-
-async fn bounded<F, T, E>(deadline: Instant, call: F) -> Result<T, CallError<E>>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    match timeout_at(deadline, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(CallError::Failed(error)),
-        Err(_) => Err(CallError::DeadlineExceeded),
-    }
-}
-
-/// Runs `calls` concurrently, each bounded by `deadline`, and returns their results in order.
-pub async fn join_with_deadline<I, F, T, E>(
-    deadline: Instant,
-    calls: I,
-) -> Vec<Result<T, CallError<E>>>
-where
-    I: IntoIterator<Item = F>,
-    F: Future<Output = Result<T, E>>,
-{
-    futures::future::join_all(calls.into_iter().map(|call| bounded(deadline, call))).await
-}
-
-/// The results of one stage, one per planned source of the stage, in declaration order.
+/// The results of a plan's calls, one per source that was called, in declaration order.
 #[derive(Debug)]
-pub struct StageResults<S, T, E> {
-    results: Vec<(S, Result<T, CallError<E>>)>,
+pub struct PlanResults<S, T, E> {
+    results: Vec<(S, Result<T, E>)>,
 }
 
-impl<S: Source, T, E> StageResults<S, T, E> {
-    /// Removes and returns the result of `source`, if it was planned in this stage.
-    pub fn take(&mut self, source: S) -> Option<Result<T, CallError<E>>> {
+impl<S: Source, T, E> PlanResults<S, T, E> {
+    /// Removes and returns the result of `source`, if it was called.
+    pub fn take(&mut self, source: S) -> Option<Result<T, E>> {
         let index = self
             .results
             .iter()
@@ -81,7 +31,7 @@ impl<S: Source, T, E> StageResults<S, T, E> {
         Some(self.results.remove(index).1)
     }
 
-    /// The sources whose calls gave no value.
+    /// The sources whose calls failed.
     pub fn failed(&self) -> impl Iterator<Item = S> + '_ {
         self.results
             .iter()
@@ -90,12 +40,7 @@ impl<S: Source, T, E> StageResults<S, T, E> {
     }
 
     /// The results left, in declaration order.
-    pub fn iter(&self) -> impl Iterator<Item = &(S, Result<T, CallError<E>>)> {
-        self.results.iter()
-    }
-
-    /// The results left, in declaration order.
-    pub fn into_inner(self) -> Vec<(S, Result<T, CallError<E>>)> {
+    pub fn into_inner(self) -> Vec<(S, Result<T, E>)> {
         self.results
     }
 
@@ -110,71 +55,95 @@ impl<S: Source, T, E> StageResults<S, T, E> {
     }
 }
 
-/// Runs the planned calls of `stage` concurrently, each bounded by `deadline`.
-///
-/// `call` starts the call for one source; a single `async move { match source { … } }` block
-/// gives every source the same future type, with the output an enum of the sources' data.
-/// When a call that authorization needs fails, the request fails closed, so the calls still
-/// running are dropped at once and reported as [`CallError::Abandoned`].
-pub async fn run_stage<S, F, Fut, T, E>(
-    plan: &Plan<'_, S>,
-    stage: Stage,
-    deadline: Instant,
-    call: F,
-) -> StageResults<S, T, E>
-where
-    S: Source,
-    F: FnMut(S) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    run_calls(plan, plan.stage(stage), deadline, call).await
+async fn indexed<F: Future>(index: usize, call: Pin<Box<F>>) -> (usize, F::Output) {
+    (index, call.await)
 }
 
-/// Runs the calls of `sources` (planned sources of one stage, or part of one) concurrently,
-/// each bounded by `deadline`, exactly as [`run_stage`] does for a whole stage.
+/// Runs the whole plan for the tracks `track_ids`.
 ///
-/// A gateway uses it to pipeline its stages: the authorization sources alone, so that the
-/// second stage can start as soon as they answer, beside the rest of the first stage.
-pub async fn run_calls<S, I, F, Fut, T, E>(
+/// Every stage-one call starts at once. As soon as the authorization calls have all
+/// answered, `authorize` turns their values into the request's authorized value and the owners
+/// of the tracks the caller may see, and the stage-two calls start, keyed by those owners,
+/// while the rest of stage one may still be running. With no visible owner, stage two makes
+/// no call.
+///
+/// The request fails closed: when an authorization call fails, or `authorize` refuses, the
+/// calls still running are dropped at once (a dropped call tells its upstream's circuit
+/// breaker nothing) and that error is the outcome. Any other failed call is only reported in
+/// the results, for the gateway to degrade the paths it serves.
+///
+/// `fetch` makes the one batched call of a source for its keys; a single
+/// `async move { match source { … } }` block gives every source the same future type, with
+/// the output an enum of the sources' data.
+pub async fn run_plan<S, T, E, A, F, Fut, Auth>(
     plan: &Plan<'_, S>,
-    sources: I,
-    deadline: Instant,
-    mut call: F,
-) -> StageResults<S, T, E>
+    track_ids: &[String],
+    mut fetch: F,
+    authorize: Auth,
+) -> Result<(A, PlanResults<S, T, E>), E>
 where
     S: Source,
-    I: IntoIterator<Item = S>,
-    F: FnMut(S) -> Fut,
+    F: FnMut(S, Vec<String>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
+    Auth: FnOnce(Vec<(S, T)>) -> Result<(A, Vec<String>), E>,
 {
-    let sources: Vec<S> = sources.into_iter().collect();
-    let mut slots: Vec<Option<Result<T, CallError<E>>>> = std::iter::repeat_with(|| None)
+    let sources: Vec<S> = plan.sources().collect();
+    let spec = plan.spec();
+    let mut slots: Vec<Option<Result<T, E>>> = std::iter::repeat_with(|| None)
         .take(sources.len())
         .collect();
+    // Boxed, so that each call's future exists once on the heap at its own size instead of
+    // being held (and moved) by value in every layer above it.
     let mut pending: FuturesUnordered<_> = sources
         .iter()
         .enumerate()
-        .map(|(index, &source)| {
-            // Boxed, so that each call's future exists once on the heap at its own size instead
-            // of being held (and moved) by value in every layer above it.
-            let future = bounded(deadline, Box::pin(call(source)));
-            async move { (index, future.await) }
-        })
+        .filter(|(_, source)| source.input().stage() == Stage::First)
+        .map(|(index, &source)| indexed(index, Box::pin(fetch(source, track_ids.to_vec()))))
         .collect();
-    while let Some((index, result)) = pending.next().await {
-        let fatal = result.is_err() && plan.spec().is_authorization(sources[index]);
-        slots[index] = Some(result);
-        if fatal {
+
+    let mut waiting = sources
+        .iter()
+        .filter(|source| spec.is_authorization(**source))
+        .count();
+    while waiting > 0 {
+        let Some((index, result)) = pending.next().await else {
             break;
+        };
+        let authorization = spec.is_authorization(sources[index]);
+        match result {
+            Err(error) if authorization => return Err(error),
+            result => slots[index] = Some(result),
+        }
+        if authorization {
+            waiting -= 1;
         }
     }
-    drop(pending);
+    let mut granted = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        if spec.is_authorization(*source)
+            && let Some(Ok(value)) = slots[index].take()
+        {
+            granted.push((*source, value));
+        }
+    }
+    let (authorized, owners) = authorize(granted)?;
+
+    if !owners.is_empty() {
+        for (index, &source) in sources.iter().enumerate() {
+            if source.input() == Input::Owner {
+                pending.push(indexed(index, Box::pin(fetch(source, owners.clone()))));
+            }
+        }
+    }
+    while let Some((index, result)) = pending.next().await {
+        slots[index] = Some(result);
+    }
     let results = sources
         .into_iter()
         .zip(slots)
-        .map(|(source, slot)| (source, slot.unwrap_or(Err(CallError::Abandoned))))
+        .filter_map(|(source, slot)| Some((source, slot?)))
         .collect();
-    StageResults { results }
+    Ok((authorized, PlanResults { results }))
 }
 
 /// The keys in first-seen order, without duplicates: the request of one batched call.

@@ -58,11 +58,10 @@
 //! [`FanoutSpec::plan`] gives the minimal set of calls in two stages (by track id, then by the
 //! track's owner), and [`FanoutSpec::explain`] says which mask path caused each call.
 //! [`FanoutSpec::degraded_paths`] names the mask paths to report when a call failed.
-//! [`run_stage`] runs a stage's calls concurrently under a deadline (see
-//! [`upstream_deadline`]) and fails closed as soon as an authorization call fails
-//! ([`run_calls`] does the same for part of a stage, so that a gateway can start its second
-//! stage as soon as the authorization calls answer);
-//! [`unique_keys`] and [`call_batched`] make one call per source for a whole batch or page.
+//! [`run_plan`] runs a plan for a batch of tracks: stage one concurrently, stage two as soon as
+//! the authorization calls answered and the gateway authorized them, failing closed when an
+//! authorization call fails; [`unique_keys`] and [`call_batched`] make one call per source for
+//! a whole batch or page.
 //!
 //! # Deliberate differences from protobuf's FieldMaskUtil
 //!
@@ -112,10 +111,7 @@ mod trim;
 mod test_view;
 
 pub use error::{MaskError, SchemaError, SegmentProblem};
-pub use exec::{
-    CallError, StageResults, call_batched, join_with_deadline, run_calls, run_stage, unique_keys,
-    upstream_deadline,
-};
+pub use exec::{PlanResults, call_batched, run_plan, unique_keys};
 pub use mask::Mask;
 pub use plan::{
     Cause, Explain, FanoutSpec, FanoutSpecBuilder, Input, MAX_SOURCES, NamedSource, Plan,

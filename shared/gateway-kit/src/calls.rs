@@ -165,6 +165,16 @@ impl UpstreamError {
         Self { service, failure }
     }
 
+    /// A failed call's status, classified by the one rule of [`UpstreamFailure`]: for calls
+    /// the kit does not make itself, such as streams.
+    pub fn from_status(service: &'static str, status: Status) -> Self {
+        let failure = match status.code() {
+            Code::Cancelled | Code::DeadlineExceeded => UpstreamFailure::Timeout,
+            _ => UpstreamFailure::Status(status),
+        };
+        Self::new(service, failure)
+    }
+
     /// The upstream's status code, when it answered with one.
     pub fn code(&self) -> Option<Code> {
         match &self.failure {
@@ -282,13 +292,7 @@ where
     // costs a third of the memory (measured with heaptrack at 1,000 calls in flight).
     match tokio::time::timeout(budget, Box::pin(call(upstream.client.clone(), budget))).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) => {
-            Err(timeout())
-        }
-        Ok(Err(status)) => Err(UpstreamError::new(
-            upstream.name,
-            UpstreamFailure::Status(status),
-        )),
+        Ok(Err(status)) => Err(UpstreamError::from_status(upstream.name, status)),
         Err(_) => Err(timeout()),
     }
 }

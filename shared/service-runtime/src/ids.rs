@@ -13,7 +13,7 @@ pub enum IdProblem {
     Empty,
     #[error("must be at most {MAX_ID_LEN} characters")]
     TooLong,
-    #[error("may hold only ASCII letters, digits, '_' and '-'")]
+    #[error("must be made of ASCII letters, digits, '_' and '-' only")]
     BadCharacter,
 }
 

@@ -10,7 +10,7 @@ use protos::{
         BatchGetTracksRequest, Track, tracks_service_client::TracksServiceClient,
     },
 };
-use service_runtime::{metrics::sample, spawn::Running};
+use service_runtime::{faults::FaultSettings, metrics::sample, spawn::Running};
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 pub(crate) const USERS: u32 = 60;
@@ -46,11 +46,29 @@ impl Topology {
         tune: impl FnOnce(&mut consumer_gateway::Settings),
         tune_tracks: impl FnOnce(&mut tracks::Settings),
     ) -> Self {
+        Self::start_faulty(
+            tune,
+            tune_tracks,
+            FaultSettings::new(),
+            FaultSettings::new(),
+        )
+        .await
+    }
+
+    /// Starts with the gateway's and the tracks service's settings tuned, and faults injected
+    /// into likes and counts.
+    pub(crate) async fn start_faulty(
+        tune: impl FnOnce(&mut consumer_gateway::Settings),
+        tune_tracks: impl FnOnce(&mut tracks::Settings),
+        likes_faults: FaultSettings,
+        counts_faults: FaultSettings,
+    ) -> Self {
         let counts = seeded(counts::Settings::defaults(), |s| {
             s.database = testing::sqlite();
             s.seed.enabled = true;
             s.seed.users = USERS;
             s.seed.tracks = TRACKS;
+            s.faults = counts_faults;
         });
         let counts = Running::ephemeral("counts", move |l, stop| counts::run(counts, l, stop))
             .await
@@ -74,6 +92,7 @@ impl Topology {
             s.seed.users = USERS;
             s.seed.tracks = TRACKS;
             relay(&mut s.outbox);
+            s.faults = likes_faults;
         });
         let follows = seeded(follows::Settings::defaults(), |s| {
             s.database = testing::sqlite();
@@ -114,23 +133,9 @@ impl Topology {
         .await
         .unwrap();
         let client = ConsumerGatewayClient::connect(gateway.url()).await.unwrap();
-        let mut tracks_client = TracksServiceClient::connect(tracks.url()).await.unwrap();
+        let tracks_client = TracksServiceClient::connect(tracks.url()).await.unwrap();
         // Seeding finishes before a service answers; wait for all four.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = tracks_client
-                .batch_get_tracks(BatchGetTracksRequest {
-                    ids: vec!["trk_00001".into()],
-                })
-                .await
-                .is_ok_and(|r| r.into_inner().tracks.len() == 1);
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "tracks never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for service in [&likes, &follows, &counts] {
+        for service in [&tracks, &likes, &follows, &counts] {
             service
                 .wait_serving(Instant::now() + Duration::from_secs(30))
                 .await
@@ -183,6 +188,16 @@ impl Topology {
             &text,
             "grpc_client_handled_total",
             &[("grpc_service", service), ("grpc_method", method)],
+        ) as u64
+    }
+
+    /// How many calls to `upstream` the gateway's open circuit refused.
+    pub(crate) async fn short_circuited(&self, upstream: &str) -> u64 {
+        let text = self.gateway.scrape().await.unwrap();
+        sample(
+            &text,
+            "grpc_client_short_circuited_total",
+            &[("upstream", upstream)],
         ) as u64
     }
 

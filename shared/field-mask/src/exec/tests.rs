@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::mask::Mask;
+use crate::plan::Input;
 use crate::test_view::{Upstream, Upstream::*, track_spec};
 
 /// What the fake upstreams return: the source and the keys they were asked for.
@@ -15,189 +16,169 @@ struct Answer(Upstream);
 #[derive(Debug, PartialEq, Eq)]
 struct Unavailable;
 
-#[tokio::test(start_paused = true)]
-async fn runs_a_stage_concurrently_in_declaration_order() {
-    let spec = track_spec();
-    let plan = spec.plan(&Mask::all());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(1);
-    let results = run_stage(&plan, Stage::First, deadline, |source| async move {
-        // The first source is the slowest: concurrency lets the others finish first.
-        let delay = match source {
-            Tracks => 300,
-            _ => 100,
-        };
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        Ok::<_, Unavailable>(Answer(source))
-    })
-    .await;
-    assert_eq!(started.elapsed(), Duration::from_millis(300));
-    let results = results.into_inner();
-    assert_eq!(
-        results,
-        [
-            (Tracks, Ok(Answer(Tracks))),
-            (TrackCounts, Ok(Answer(TrackCounts))),
-            (LikeStates, Ok(Answer(LikeStates))),
-        ]
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn calls_past_the_deadline_are_dropped() {
-    let spec = track_spec();
-    let mask = spec.schema().parse_paths(["stats", "viewer"]).unwrap();
-    let plan = spec.plan(&mask);
-    let started = Instant::now();
-    let deadline = started + Duration::from_millis(50);
-    let mut results = run_stage(&plan, Stage::First, deadline, |source| async move {
-        match source {
-            LikeStates => pending().await,
-            _ => Ok::<_, Unavailable>(Answer(source)),
-        }
-    })
-    .await;
-    assert_eq!(started.elapsed(), Duration::from_millis(50));
-    assert_eq!(results.failed().collect::<Vec<_>>(), [LikeStates]);
-    assert_eq!(
-        results.take(LikeStates),
-        Some(Err(CallError::DeadlineExceeded))
-    );
-    assert_eq!(results.take(TrackCounts), Some(Ok(Answer(TrackCounts))));
-    assert_eq!(results.take(UserCounts), None);
-    assert_eq!(results.len(), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_failed_authorization_call_abandons_the_stage() {
-    let spec = track_spec();
-    let plan = spec.plan(&Mask::all());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(10);
-    let mut results = run_stage(&plan, Stage::First, deadline, |source| async move {
-        match source {
-            Tracks => Err::<Answer, _>(Unavailable),
-            _ => pending().await,
-        }
-    })
-    .await;
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(
-        results.take(Tracks),
-        Some(Err(CallError::Failed(Unavailable)))
-    );
-    assert_eq!(results.take(TrackCounts), Some(Err(CallError::Abandoned)));
-    assert_eq!(results.take(LikeStates), Some(Err(CallError::Abandoned)));
-    assert!(results.is_empty());
-}
-
-#[tokio::test(start_paused = true)]
-async fn other_failures_do_not_stop_the_stage() {
-    let spec = track_spec();
-    let plan = spec.plan(&Mask::all());
-    let results = run_stage(
-        &plan,
-        Stage::Second,
-        Instant::now() + Duration::from_secs(1),
-        |source| async move {
-            match source {
-                UserCounts => Err(Unavailable),
-                _ => Ok(Answer(source)),
+/// Fake upstreams: each source answers after its delay in ms, or fails when it is `failing`.
+fn fake<'a>(
+    calls: &'a Mutex<Vec<(Upstream, Vec<String>, u128)>>,
+    started: Instant,
+    delay: impl Fn(Upstream) -> u64 + Copy + 'a,
+    failing: Option<Upstream>,
+) -> impl FnMut(
+    Upstream,
+    Vec<String>,
+) -> futures::future::LocalBoxFuture<'a, Result<Answer, Unavailable>>
++ 'a {
+    move |source, keys| {
+        Box::pin(async move {
+            let delay = delay(source);
+            if delay == u64::MAX {
+                pending::<()>().await;
             }
-        },
-    )
-    .await;
-    assert_eq!(
-        results.into_inner(),
-        [
-            (UserCounts, Err(CallError::Failed(Unavailable))),
-            (FollowStates, Ok(Answer(FollowStates))),
-        ]
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn run_calls_pipelines_the_second_stage_after_the_authorization_call() {
-    let spec = track_spec();
-    let plan = spec.plan(&Mask::all());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(1);
-    let calls = Mutex::new(Vec::new());
-    let call = |source| {
-        let calls = &calls;
-        async move {
-            let delay = match source {
-                Tracks => 100,
-                _ => 300,
-            };
             tokio::time::sleep(Duration::from_millis(delay)).await;
             calls
                 .lock()
                 .unwrap()
-                .push((source, started.elapsed().as_millis()));
-            Ok::<_, Unavailable>(Answer(source))
-        }
-    };
-    let authorized = async {
-        let tracks = run_calls(&plan, [Tracks], deadline, call).await;
-        let second = run_stage(&plan, Stage::Second, deadline, call).await;
-        (tracks, second)
-    };
-    let rest = run_calls(
-        &plan,
-        plan.stage(Stage::First).filter(|source| *source != Tracks),
-        deadline,
-        call,
-    );
-    let ((tracks, second), rest) = tokio::join!(authorized, rest);
-    // Stage two ran beside the rest of stage one: 100 + 300 ms, not 300 + 300.
-    assert_eq!(started.elapsed(), Duration::from_millis(400));
-    assert_eq!(tracks.into_inner(), [(Tracks, Ok(Answer(Tracks)))]);
-    assert_eq!(
-        rest.into_inner(),
-        [
-            (TrackCounts, Ok(Answer(TrackCounts))),
-            (LikeStates, Ok(Answer(LikeStates))),
-        ]
-    );
-    assert_eq!(second.len(), 2);
-    let calls = calls.into_inner().unwrap();
-    assert_eq!(calls.len(), 5);
-    assert!(calls.contains(&(UserCounts, 400)) && calls.contains(&(LikeStates, 300)));
+                .push((source, keys, started.elapsed().as_millis()));
+            if failing == Some(source) {
+                Err(Unavailable)
+            } else {
+                Ok(Answer(source))
+            }
+        })
+    }
+}
+
+fn ids(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_owned()).collect()
+}
+
+/// Authorizes every track and names two owners.
+fn grant_all(granted: Vec<(Upstream, Answer)>) -> Result<(usize, Vec<String>), Unavailable> {
+    assert_eq!(granted, [(Tracks, Answer(Tracks))]);
+    Ok((granted.len(), ids(&["u1", "u2"])))
 }
 
 #[tokio::test(start_paused = true)]
-async fn join_with_deadline_keeps_the_order_of_its_calls() {
-    let deadline = Instant::now() + Duration::from_millis(10);
-    let calls: Vec<futures::future::BoxFuture<'_, Result<u32, Unavailable>>> = vec![
-        Box::pin(async { Ok(1) }),
-        Box::pin(pending()),
-        Box::pin(async { Err(Unavailable) }),
-    ];
-    let results = join_with_deadline(deadline, calls).await;
+async fn stage_two_starts_when_authorization_answers_beside_the_rest_of_stage_one() {
+    let spec = track_spec();
+    let plan = spec.plan(&Mask::all());
+    let started = Instant::now();
+    let calls = Mutex::new(Vec::new());
+    let delay = |source| match source {
+        Tracks => 100,
+        _ => 300,
+    };
+    let (authorized, results) = run_plan(
+        &plan,
+        &ids(&["t1", "t2"]),
+        fake(&calls, started, delay, None),
+        grant_all,
+    )
+    .await
+    .unwrap();
+    // Stage two ran beside the rest of stage one: 100 + 300 ms, not 300 + 300.
+    assert_eq!(started.elapsed(), Duration::from_millis(400));
+    assert_eq!(authorized, 1);
     assert_eq!(
-        results,
+        results.into_inner(),
         [
-            Ok(1),
-            Err(CallError::DeadlineExceeded),
-            Err(CallError::Failed(Unavailable))
-        ]
+            (TrackCounts, Ok(Answer(TrackCounts))),
+            (UserCounts, Ok(Answer(UserCounts))),
+            (FollowStates, Ok(Answer(FollowStates))),
+            (LikeStates, Ok(Answer(LikeStates))),
+        ],
+        "every call but the authorization's, in declaration order"
+    );
+    let calls = calls.into_inner().unwrap();
+    assert_eq!(calls.len(), 5);
+    assert!(calls.contains(&(UserCounts, ids(&["u1", "u2"]), 400)));
+    assert!(calls.contains(&(LikeStates, ids(&["t1", "t2"]), 300)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_authorization_call_drops_the_calls_still_running() {
+    let spec = track_spec();
+    let plan = spec.plan(&Mask::all());
+    let started = Instant::now();
+    let calls = Mutex::new(Vec::new());
+    let delay = |source| match source {
+        Tracks => 10,
+        _ => u64::MAX,
+    };
+    let outcome = run_plan(
+        &plan,
+        &ids(&["t1"]),
+        fake(&calls, started, delay, Some(Tracks)),
+        |_: Vec<(Upstream, Answer)>| -> Result<((), Vec<String>), Unavailable> {
+            unreachable!("nothing to authorize")
+        },
+    )
+    .await;
+    assert_eq!(outcome.unwrap_err(), Unavailable);
+    assert_eq!(started.elapsed(), Duration::from_millis(10), "at once");
+    assert_eq!(calls.into_inner().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_fails_the_plan_and_no_visible_owner_makes_no_second_stage() {
+    let spec = track_spec();
+    let plan = spec.plan(&Mask::all());
+    let started = Instant::now();
+    let calls = Mutex::new(Vec::new());
+    let outcome = run_plan(
+        &plan,
+        &ids(&["t1"]),
+        fake(&calls, started, |_| 5, None),
+        |_| Err::<((), Vec<String>), _>(Unavailable),
+    )
+    .await;
+    assert_eq!(outcome.unwrap_err(), Unavailable);
+
+    let calls = Mutex::new(Vec::new());
+    let (_, results) = run_plan(
+        &plan,
+        &ids(&["t1"]),
+        fake(&calls, started, |_| 5, None),
+        |_| Ok::<_, Unavailable>(((), Vec::new())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(results.len(), 2, "stage one's other calls only");
+    assert!(
+        calls
+            .into_inner()
+            .unwrap()
+            .iter()
+            .all(|(source, _, _)| source.input() == Input::TrackId)
     );
 }
 
-#[test]
-fn the_upstream_deadline_is_the_inbound_budget_less_the_margin_capped() {
-    let start = Instant::now();
-    let margin = Duration::from_millis(20);
-    let cap = Duration::from_millis(500);
-    let deadline = |inbound| upstream_deadline(start, inbound, margin, cap) - start;
-    assert_eq!(deadline(None), cap);
-    assert_eq!(deadline(Some(Duration::from_secs(5))), cap);
+#[tokio::test(start_paused = true)]
+async fn other_failures_are_reported_and_stop_nothing() {
+    let spec = track_spec();
+    let mask = spec
+        .schema()
+        .parse_paths(["stats", "creator.followers_count"])
+        .unwrap();
+    let plan = spec.plan(&mask);
+    let started = Instant::now();
+    let calls = Mutex::new(Vec::new());
+    let (_, results) = run_plan(
+        &plan,
+        &ids(&["t1"]),
+        fake(&calls, started, |_| 5, Some(TrackCounts)),
+        grant_all,
+    )
+    .await
+    .unwrap();
+    assert_eq!(results.failed().collect::<Vec<_>>(), [TrackCounts]);
     assert_eq!(
-        deadline(Some(Duration::from_millis(220))),
-        Duration::from_millis(200)
+        results.into_inner(),
+        [
+            (TrackCounts, Err(Unavailable)),
+            (UserCounts, Ok(Answer(UserCounts)))
+        ],
+        "only what the mask planned"
     );
-    assert_eq!(deadline(Some(Duration::from_millis(10))), Duration::ZERO);
 }
 
 #[test]
