@@ -11,11 +11,14 @@ use protos::foundation::counts::v1::{
     ApplyEventsRequest, Event, counts_service_client::CountsServiceClient, event,
 };
 use serde::{Deserialize, Serialize};
-use service_runtime::tls::ClientTlsSettings;
+use service_runtime::{
+    metrics::GrpcMetrics,
+    tls::ClientTlsSettings,
+    upstream::{SettingKeys, UpstreamChannel, UpstreamSettings, channel_with},
+};
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::{Database, FoundationError, ids, time};
 
@@ -75,7 +78,7 @@ struct RelayMetrics {
 #[derive(Debug, Clone)]
 pub struct Relay {
     db: Database,
-    client: CountsServiceClient<Channel>,
+    client: CountsServiceClient<UpstreamChannel>,
     settings: RelaySettings,
     wake: Arc<Notify>,
     metrics: RelayMetrics,
@@ -87,15 +90,23 @@ impl Relay {
         settings: RelaySettings,
         registry: &mut Registry,
     ) -> Result<Self, FoundationError> {
-        let channel = Channel::from_shared(settings.counts_url.clone())
-            .map_err(|error| FoundationError::invalid("outbox.counts_url", error.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_millis(settings.timeout_ms));
-        let channel = settings
-            .tls
-            .apply(channel, "outbox.counts_url", "outbox.tls")
-            .map_err(FoundationError::FailedPrecondition)?
-            .connect_lazy();
+        // The shared upstream channel: delivery calls are traced, counted
+        // (`grpc_client_handled_total`) and pass a circuit breaker like a gateway's calls.
+        let upstream = UpstreamSettings {
+            url: settings.counts_url.clone(),
+            timeout_ms: settings.timeout_ms,
+            connect_timeout_ms: 2000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 1000,
+            tls: settings.tls.clone(),
+        };
+        let keys = SettingKeys {
+            url: "outbox.counts_url",
+            tls: "outbox.tls",
+        };
+        let client_metrics = GrpcMetrics::register_client(registry);
+        let channel = channel_with("counts", keys, &upstream, &client_metrics)
+            .map_err(FoundationError::FailedPrecondition)?;
         let metrics = RelayMetrics {
             delivered: Counter::default(),
             failures: Counter::default(),
@@ -143,10 +154,9 @@ impl Relay {
             ids.push(id);
             events.push(event);
         }
-        self.client
-            .clone()
-            .apply_events(ApplyEventsRequest { events })
-            .await?;
+        let mut request = tonic::Request::new(ApplyEventsRequest { events });
+        request.set_timeout(Duration::from_millis(self.settings.timeout_ms));
+        self.client.clone().apply_events(request).await?;
         let mut tx = self.db.pool.begin().await?;
         for id in &ids {
             sqlx::query("DELETE FROM outbox WHERE id = $1")

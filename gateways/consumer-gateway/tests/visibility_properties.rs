@@ -6,7 +6,7 @@
 //! carries a secret token.
 //!
 //! The tracks, likes and follows are set up once through the foundation services' public APIs;
-//! the expected outcome of each case comes from a model of DESIGN §4 written here, never from
+//! the expected outcome of each case comes from a model of the visibility rule (README, "The consumer gateway") written here, never from
 //! the gateway's own rules.
 
 #[allow(dead_code)] // The shared fixture serves several test binaries; this one uses a part.
@@ -106,7 +106,7 @@ struct World {
     descriptor: MessageDescriptor,
 }
 
-/// DESIGN §4: visible iff (public, or the viewer owns it, or the request carries its secret
+/// The visibility rule: visible iff (public, or the viewer owns it, or the request carries its secret
 /// token) and its geoblocking allows the viewer's territory; the owner always sees their own
 /// track; a deleted track is missing for everyone.
 fn model_visible(

@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-/// The development defaults of DESIGN §3. Deployments must override the secret.
+/// The development defaults (the README's development token, and every `defaults.toml`).
+/// Deployments must override the secret.
 pub const DEV_SECRET: &str = "dev-only-secret-change-me";
 pub const DEV_ISSUER: &str = "dev-bff";
 pub const DEV_AUDIENCE: &str = "domain-gateways";

@@ -51,15 +51,38 @@ fn default_breaker_cooldown_ms() -> u64 {
 }
 
 /// A lazily connecting, traced and counted channel to an upstream. `field` names the settings key in
-/// errors. An `https://` url speaks TLS as `settings.tls` says; its files are read and checked
+/// errors (`upstreams.tracks`), and its last segment names the upstream in metrics, traces and
+/// logs. An `https://` url speaks TLS as `settings.tls` says; its files are read and checked
 /// here, so that a bad one fails at start-up.
 pub fn channel(
     field: &str,
     settings: &UpstreamSettings,
     metrics: &GrpcMetrics,
 ) -> Result<UpstreamChannel, String> {
-    let endpoint = endpoint(field, settings)?;
     let name = field.rsplit('.').next().unwrap_or(field);
+    let keys = SettingKeys {
+        url: &format!("{field}.url"),
+        tls: &format!("{field}.tls"),
+    };
+    channel_with(name, keys, settings, metrics)
+}
+
+/// The settings keys an upstream's `url` and `tls` come from, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingKeys<'a> {
+    pub url: &'a str,
+    pub tls: &'a str,
+}
+
+/// [`channel`] for an upstream `name` whose settings live under other keys than
+/// `upstreams.<name>` (such as the outbox relay's `outbox.counts_url`).
+pub fn channel_with(
+    name: &str,
+    keys: SettingKeys<'_>,
+    settings: &UpstreamSettings,
+    metrics: &GrpcMetrics,
+) -> Result<UpstreamChannel, String> {
+    let endpoint = endpoint(keys, settings)?;
     let counted = tower::Layer::layer(
         &GrpcMetricsLayer::new(metrics.clone()),
         endpoint.connect_lazy(),
@@ -76,16 +99,14 @@ pub fn channel(
 }
 
 /// The endpoint of `settings`, with TLS when its url is `https://`.
-pub fn endpoint(field: &str, settings: &UpstreamSettings) -> Result<Endpoint, String> {
+fn endpoint(keys: SettingKeys<'_>, settings: &UpstreamSettings) -> Result<Endpoint, String> {
     let endpoint = Channel::from_shared(settings.url.clone())
-        .map_err(|error| format!("{field}.url: {error}"))?
+        .map_err(|error| format!("{}: {error}", keys.url))?
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    settings
-        .tls
-        .apply(endpoint, &format!("{field}.url"), &format!("{field}.tls"))
+    settings.tls.apply(endpoint, keys.url, keys.tls)
 }
 
 /// The timeout the caller gave this call, from its `grpc-timeout` header.
