@@ -31,7 +31,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let all = protox::compile(APIS.iter().map(|(_, file)| file), [&root])?;
-    fs::write(out.join("all_descriptor.bin"), all.encode_to_vec())?;
 
     // Every client and server uses the crate's codec: prost's, with smaller buffers.
     tonic_prost_build::configure()

@@ -164,7 +164,7 @@ pub async fn counts_outage(e: &Endpoints, compose: &Compose, figures: &mut Figur
     let restarted = Instant::now();
     compose.start("counts");
     for (track, before) in OUTAGE_TRACKS.iter().zip(before) {
-        eventually(Duration::from_secs(60), "counts to converge", || async {
+        eventually("counts to converge", Duration::from_secs(60), || async {
             (likes_count(e, track, &users[0]).await.0 == before + 20).then_some(())
         })
         .await;
@@ -197,7 +197,7 @@ pub async fn tracks_outage(e: &Endpoints, compose: &Compose, figures: &mut Figur
     assert!(figures.tracks_outage_error_after < Duration::from_secs(2));
     let restarted = Instant::now();
     compose.start("tracks");
-    eventually(Duration::from_secs(60), "reads to recover", || {
+    eventually("reads to recover", Duration::from_secs(60), || {
         let mut consumer = consumer.clone();
         async move {
             let request = signed(
@@ -271,8 +271,8 @@ pub async fn kill_mid_writes(e: &Endpoints, compose: &Compose, figures: &mut Fig
         stored += u64::from(liked);
     }
     eventually(
-        Duration::from_secs(60),
         "counts to count every stored like",
+        Duration::from_secs(60),
         || async { (likes_count(e, TRACK, &probe).await.0 == before + stored).then_some(()) },
     )
     .await;

@@ -6,11 +6,13 @@
 //! Every scenario uses users and tracks of its own (or fresh uploads), so scenarios can run
 //! against a topology that earlier runs or other scenarios have already changed.
 
+pub use test_support::eventually;
+
 pub mod chaos;
 pub mod scenarios;
 pub mod twirp;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use authorization::token::mint_development_token;
 use protos::{
@@ -101,23 +103,4 @@ pub fn unique(prefix: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{prefix}_{:x}", nanos & 0xffff_ffff_ffff)
-}
-
-/// Polls `check` until it yields a value or `timeout` passes; panics naming `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -64,7 +64,7 @@ pub async fn browse(e: &Endpoints) {
 /// is not degraded.
 pub async fn likes_count(e: &Endpoints, track_id: &str, user: &str) -> (u64, bool) {
     let consumer = e.consumer().await;
-    eventually(Duration::from_secs(30), "an undegraded read", || {
+    eventually("an undegraded read", Duration::from_secs(30), || {
         let mut consumer = consumer.clone();
         async move {
             let request = get(track_id, &["stats.likes_count", "viewer.liked"]);
@@ -112,8 +112,8 @@ pub async fn like_converges(e: &Endpoints) {
             .changed
     );
     eventually(
-        Duration::from_secs(30),
         "the like to be counted",
+        Duration::from_secs(30),
         || async { (likes_count(e, TRACK, &user).await == (before + 1, true)).then_some(()) },
     )
     .await;
@@ -133,8 +133,8 @@ pub async fn like_converges(e: &Endpoints) {
             .changed
     );
     eventually(
-        Duration::from_secs(30),
         "the unlike to be counted",
+        Duration::from_secs(30),
         || async { (likes_count(e, TRACK, &user).await == (before, false)).then_some(()) },
     )
     .await;

@@ -62,7 +62,7 @@ async fn twirp_serves_both_gateways_like_grpc() {
     // Counts down: reads stay OK and the degraded paths arrive in a response header.
     topology.counts.signal_stop();
     let base = e.consumer.clone();
-    let degraded = e2e::eventually(Duration::from_secs(10), "a degraded read", || {
+    let degraded = e2e::eventually("a degraded read", Duration::from_secs(10), || {
         let base = base.clone();
         async move {
             let body = json!({"trackId": "trk_00001", "readMask": "title,stats.likesCount"});

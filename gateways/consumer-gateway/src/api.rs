@@ -5,7 +5,9 @@ use std::{pin::Pin, sync::Arc};
 
 use authorization::{Principal, interceptor::principal};
 use futures::{Stream, StreamExt};
-use gateway_kit::{Audit, Deadline, UpstreamError, check_id, outbound, signed_in, with_degraded};
+use gateway_kit::{
+    Audit, Deadline, UpstreamError, check_id, outbound, reads, signed_in, with_degraded,
+};
 use protos::{
     consumer::v1::{
         BatchGetTracksRequest, BatchGetTracksResponse, CommandResponse, DownloadTrackRequest,
@@ -17,10 +19,7 @@ use protos::{
     foundation::{
         follows::v1::FollowRequest,
         likes::v1::{ListLikedTracksRequest as FoundationListLiked, ReactionRequest},
-        tracks::v1::{
-            BatchGetTracksRequest as FoundationBatchGet, ReadAudioRequest, RecordDownloadRequest,
-            Track as FoundationTrack,
-        },
+        tracks::v1::{ReadAudioRequest, RecordDownloadRequest, Track as FoundationTrack},
     },
 };
 use service_runtime::idempotency::IdempotencyStore;
@@ -91,18 +90,10 @@ impl ConsumerApi {
         secret_token: Option<&str>,
         deadline: Deadline,
     ) -> Result<FoundationTrack, GatewayError> {
-        let message = FoundationBatchGet {
-            ids: vec![track_id.to_owned()],
-        };
-        let response = self
-            .clients
-            .calls
-            .read(&self.clients.tracks, deadline, |mut client, budget| {
-                let message = message.clone();
-                async move { client.batch_get_tracks(outbound(message, budget)).await }
-            })
-            .await?;
-        rules::authorize(response.tracks, principal, secret_token, &self.audit)
+        let clients = &self.clients;
+        let ids = vec![track_id.to_owned()];
+        let tracks = reads::tracks(&clients.calls, &clients.tracks, ids, deadline).await?;
+        rules::authorize(tracks, principal, secret_token, &self.audit)
             .remove(track_id)
             .ok_or(GatewayError::TrackNotFound)
     }

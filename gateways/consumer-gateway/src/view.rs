@@ -8,16 +8,14 @@ use std::collections::HashMap;
 
 use authorization::Principal;
 use field_mask::{Explain, FanoutSpec, Input, Mask, Source, ViewSchema, run_plan, unique_keys};
-use gateway_kit::{Audit, Deadline, outbound};
+use gateway_kit::{Audit, Deadline, reads};
 use protos::{
     consumer::v1 as view,
     foundation::{
-        counts::v1::{
-            BatchGetTrackCountsRequest, BatchGetUserCountsRequest, TrackCounts, UserCounts,
-        },
-        follows::v1::{BatchGetFollowingRequest, FollowState},
-        likes::v1::{BatchGetReactionsRequest, Reaction},
-        tracks::v1::{BatchGetTracksRequest, Track as FoundationTrack},
+        counts::v1::{TrackCounts, UserCounts},
+        follows::v1::FollowState,
+        likes::v1::Reaction,
+        tracks::v1::Track as FoundationTrack,
     },
 };
 
@@ -275,74 +273,21 @@ async fn fetch(
     let user = caller.principal.user();
     Ok(match source {
         Src::Tracks => {
-            let message = BatchGetTracksRequest { ids: keys };
-            let response = calls
-                .read(&clients.tracks, deadline, |mut client, budget| {
-                    let message = message.clone();
-                    async move { client.batch_get_tracks(outbound(message, budget)).await }
-                })
-                .await?;
-            Fetched::Tracks(response.tracks)
+            Fetched::Tracks(reads::tracks(calls, &clients.tracks, keys, deadline).await?)
         }
-        Src::Reactions => match user {
-            None => Fetched::Reactions(Vec::new()),
-            Some(user) => {
-                let message = BatchGetReactionsRequest {
-                    user_id: user.to_owned(),
-                    track_ids: keys,
-                };
-                let response = calls
-                    .read(&clients.likes, deadline, |mut client, budget| {
-                        let message = message.clone();
-                        async move { client.batch_get_reactions(outbound(message, budget)).await }
-                    })
-                    .await?;
-                Fetched::Reactions(response.reactions)
-            }
-        },
+        Src::Reactions => Fetched::Reactions(match user {
+            None => Vec::new(),
+            Some(user) => reads::reactions(calls, &clients.likes, user, keys, deadline).await?,
+        }),
         Src::TrackCounts => {
-            let message = BatchGetTrackCountsRequest { track_ids: keys };
-            let response = calls
-                .read(&clients.counts, deadline, |mut client, budget| {
-                    let message = message.clone();
-                    async move {
-                        client
-                            .batch_get_track_counts(outbound(message, budget))
-                            .await
-                    }
-                })
-                .await?;
-            Fetched::TrackCounts(response.counts)
+            Fetched::TrackCounts(reads::track_counts(calls, &clients.counts, keys, deadline).await?)
         }
-        Src::Following => match user {
-            None => Fetched::Following(Vec::new()),
-            Some(user) => {
-                let message = BatchGetFollowingRequest {
-                    follower_id: user.to_owned(),
-                    followee_ids: keys,
-                };
-                let response = calls
-                    .read(&clients.follows, deadline, |mut client, budget| {
-                        let message = message.clone();
-                        async move { client.batch_get_following(outbound(message, budget)).await }
-                    })
-                    .await?;
-                Fetched::Following(response.states)
-            }
-        },
+        Src::Following => Fetched::Following(match user {
+            None => Vec::new(),
+            Some(user) => reads::following(calls, &clients.follows, user, keys, deadline).await?,
+        }),
         Src::UserCounts => {
-            let message = BatchGetUserCountsRequest { user_ids: keys };
-            let response = calls
-                .read(&clients.counts, deadline, |mut client, budget| {
-                    let message = message.clone();
-                    async move {
-                        client
-                            .batch_get_user_counts(outbound(message, budget))
-                            .await
-                    }
-                })
-                .await?;
-            Fetched::UserCounts(response.counts)
+            Fetched::UserCounts(reads::user_counts(calls, &clients.counts, keys, deadline).await?)
         }
     })
 }

@@ -11,14 +11,11 @@ use std::collections::HashMap;
 use field_mask::{
     Explain, FanoutSpec, Input, Mask, MaskError, SpecError, ViewSchema, call_batched, run_plan,
 };
-use gateway_kit::{Audit, Deadline, UpstreamError, outbound};
+use gateway_kit::{Audit, Deadline, UpstreamError, reads};
 use prost_reflect::DescriptorPool;
 use protos::{
     creator::v1::{self as pb, geoblocking, track},
-    foundation::{
-        counts::v1::{BatchGetTrackCountsRequest, TrackCounts},
-        tracks::v1::{self as tracks_pb, BatchGetTracksRequest},
-    },
+    foundation::{counts::v1::TrackCounts, tracks::v1 as tracks_pb},
 };
 
 use crate::{GatewayError, upstream::Clients};
@@ -239,20 +236,9 @@ async fn fetch(
 ) -> Result<Fetched, GatewayError> {
     Ok(match source {
         Upstream::Tracks => {
-            let message = BatchGetTracksRequest { ids: keys };
-            let response = clients
-                .calls
-                .read(&clients.tracks, deadline, |mut client, budget| {
-                    let message = message.clone();
-                    async move { client.batch_get_tracks(outbound(message, budget)).await }
-                })
-                .await?;
-            Fetched::Track(
-                response
-                    .tracks
-                    .into_iter()
-                    .find(|track| message.ids.contains(&track.id)),
-            )
+            let wanted = keys.clone();
+            let tracks = reads::tracks(&clients.calls, &clients.tracks, keys, deadline).await?;
+            Fetched::Track(tracks.into_iter().find(|track| wanted.contains(&track.id)))
         }
         Upstream::Counts => Fetched::Counts(counts(clients, keys, deadline).await?),
     })
@@ -265,20 +251,9 @@ pub(crate) async fn counts(
     deadline: Deadline,
 ) -> Result<HashMap<String, TrackCounts>, UpstreamError> {
     call_batched(track_ids, |track_ids| async move {
-        let message = BatchGetTrackCountsRequest { track_ids };
-        let response = clients
-            .calls
-            .read(&clients.counts, deadline, |mut client, budget| {
-                let message = message.clone();
-                async move {
-                    client
-                        .batch_get_track_counts(outbound(message, budget))
-                        .await
-                }
-            })
-            .await?;
-        Ok(response
-            .counts
+        let counts =
+            reads::track_counts(&clients.calls, &clients.counts, track_ids, deadline).await?;
+        Ok(counts
             .into_iter()
             .map(|counts| (counts.track_id.clone(), counts)))
     })

@@ -8,6 +8,7 @@
 //!   and capped per call by the upstream's `timeout_ms`; reads retry `UNAVAILABLE` once under
 //!   a token-bucket budget (`[calls.retry]`), commands never; one rule for what counts as a
 //!   timeout ([`UpstreamFailure`]).
+//! - [`reads`]: the foundation's batched reads both gateways make, one call for many keys.
 //! - [`audit`]: `gateway_authorization_withheld` and `gateway_degraded_responses`, with the
 //!   audit log events beside them.
 //! - [`edge`]: the `x-degraded-fields` response header, the signed-in user, the id rule at the
@@ -16,6 +17,7 @@
 pub mod audit;
 pub mod calls;
 pub mod edge;
+pub mod reads;
 
 pub use audit::Audit;
 pub use calls::{

@@ -44,8 +44,8 @@ pub mod creator {
     }
 }
 
-/// Encoded `FileDescriptorSet`s: one per API (for reflection, so that a binary lists only the
-/// services it serves) and one holding every API.
+/// Encoded `FileDescriptorSet`s, one per API: for reflection, so that a binary lists only the
+/// services it serves, and for each gateway's view schema.
 pub mod descriptors {
     pub const TRACKS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tracks_descriptor.bin"));
     pub const LIKES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/likes_descriptor.bin"));
@@ -54,5 +54,4 @@ pub mod descriptors {
     pub const CONSUMER: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/consumer_descriptor.bin"));
     pub const CREATOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/creator_descriptor.bin"));
-    pub const ALL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/all_descriptor.bin"));
 }

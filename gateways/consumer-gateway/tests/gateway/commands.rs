@@ -10,7 +10,9 @@ use protos::consumer::v1::{
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
-use crate::fixture::{Topology, as_user, eventually, mask};
+use test_support::eventually;
+
+use crate::fixture::{Topology, as_user, mask};
 
 const LISTENER: &str = "usr_0057";
 const TRACK: &str = "trk_00006";
@@ -67,8 +69,8 @@ async fn a_like_shows_in_the_view_once_and_an_unlike_reverses_it() {
         "idempotent"
     );
     eventually(
-        Duration::from_secs(20),
         "the like to be counted",
+        Duration::from_secs(20),
         || async { view(&t, LISTENER).await.stats.unwrap().likes_count == Some(likes_before + 1) },
     )
     .await;
@@ -96,8 +98,8 @@ async fn a_like_shows_in_the_view_once_and_an_unlike_reverses_it() {
             .changed
     );
     eventually(
-        Duration::from_secs(20),
         "the unlike to be counted",
+        Duration::from_secs(20),
         || async { view(&t, LISTENER).await.stats.unwrap().likes_count == Some(likes_before) },
     )
     .await;
@@ -144,8 +146,8 @@ async fn following_a_creator_shows_in_the_view_and_self_actions_are_refused() {
             .changed
     );
     eventually(
-        Duration::from_secs(20),
         "the follow to be counted",
+        Duration::from_secs(20),
         || async {
             let creator = view(&t, LISTENER).await.creator.unwrap();
             creator.followers_count == Some(base + 1) && creator.followed_by_viewer == Some(true)
@@ -280,8 +282,8 @@ async fn a_retried_command_with_its_idempotency_key_has_one_effect_and_the_first
     assert_eq!(reused.code(), Code::InvalidArgument);
     assert!(reused.message().starts_with("idempotency-key"));
     eventually(
-        Duration::from_secs(20),
         "the like to be counted",
+        Duration::from_secs(20),
         || async { view(&t, listener).await.stats.unwrap().likes_count == Some(before + 1) },
     )
     .await;

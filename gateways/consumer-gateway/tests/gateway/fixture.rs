@@ -238,16 +238,3 @@ pub(crate) fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
     })
 }
-
-/// Polls `check` until it holds or `timeout` passes.
-pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

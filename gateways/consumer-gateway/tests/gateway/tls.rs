@@ -26,7 +26,9 @@ use test_pki::{Ca, Leaf, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::fixture::{TRACKS, USERS, as_user, eventually, mask};
+use test_support::eventually;
+
+use crate::fixture::{TRACKS, USERS, as_user, mask};
 
 /// A public track every listener sees.
 const TRACK: &str = "trk_00006";
@@ -406,7 +408,7 @@ async fn a_like_reaches_counts_through_the_relay_over_mutual_tls() {
         .await
         .unwrap();
     let reader = CountsServiceClient::new(channel);
-    eventually(Duration::from_secs(10), "the like reaching counts", || {
+    eventually("the like reaching counts", Duration::from_secs(10), || {
         let mut reader = reader.clone();
         async move {
             reader

@@ -2,11 +2,7 @@
 //! in-process on ephemeral ports, authenticated requests, uploads, waiting for a condition with
 //! a deadline, and reading `/metrics` over plain HTTP/1.0.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
 use authorization::token::mint_development_token;
 use foundation_kit::{DatabaseSettings, db::testing};
@@ -22,11 +18,12 @@ use protos::{
 };
 use service_runtime::{faults::FaultSettings, spawn::Running};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 use tonic::{Request, Status, transport::Channel};
+
+pub(crate) use test_support::{eventually, http_get};
 
 pub(crate) const OWNER: &str = "usr_0001";
 pub(crate) const OTHER: &str = "usr_0002";
@@ -314,48 +311,6 @@ pub(crate) fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask {
         paths: paths.iter().map(|path| (*path).to_owned()).collect(),
     })
-}
-
-/// Polls `check` until it succeeds, failing the test with the last reason after `deadline`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(reason) if started.elapsed() > deadline => {
-                panic!("{what} did not happen within {deadline:?}; last: {reason}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// `GET path` over HTTP/1.0; returns the status code and the body.
-pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        String::from_utf8(response).unwrap()
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("the metrics server answers within 10 s");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status code in {head:?}"));
-    (status, body.to_owned())
 }
 
 /// The value of the sample `name{…}` whose labels include every pair of `labels`.
