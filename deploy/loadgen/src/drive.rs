@@ -121,6 +121,18 @@ pub fn code_name(code: tonic::Code) -> String {
 
 /// `concurrency` callers each send requests back to back for `duration`.
 pub async fn closed_loop(call: &Call, concurrency: usize, duration: Duration) -> Outcome {
+    closed_loop_with(call, concurrency, duration, None).await
+}
+
+/// [`closed_loop`] whose callers, when a call is shed (RESOURCE_EXHAUSTED), wait before their
+/// next one, as a well-behaved client does: capped exponential backoff from `backoff`, with
+/// full jitter, reset by a call that is served. The wait is not part of any latency.
+pub async fn closed_loop_with(
+    call: &Call,
+    concurrency: usize,
+    duration: Duration,
+    backoff: Option<Duration>,
+) -> Outcome {
     let started = Instant::now();
     let end = started + duration;
     let mut workers = JoinSet::new();
@@ -129,11 +141,22 @@ pub async fn closed_loop(call: &Call, concurrency: usize, duration: Duration) ->
         workers.spawn(async move {
             let mut outcome = Outcome::default();
             let mut n = worker as u64;
+            let mut shed_in_a_row = 0u32;
             while Instant::now() < end {
                 let sent = Instant::now();
                 let result = call(n).await;
+                let shed = result == Err(tonic::Code::ResourceExhausted);
                 outcome.record(sent.elapsed(), result);
                 n += concurrency as u64;
+                if let (true, Some(base)) = (shed, backoff) {
+                    let cap = base * 2u32.pow(shed_in_a_row.min(5));
+                    shed_in_a_row += 1;
+                    let wait = cap.mul_f64(fastrand::f64());
+                    tokio::time::sleep(wait.min(end.saturating_duration_since(Instant::now())))
+                        .await;
+                } else {
+                    shed_in_a_row = 0;
+                }
             }
             outcome
         });

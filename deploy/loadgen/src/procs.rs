@@ -186,7 +186,11 @@ impl Processes {
                 format!("{p}_SERVER__METRICS_ADDR"),
                 format!("127.0.0.1:{metrics}"),
             ),
-            (format!("{p}_LOG__FILTER"), "warn".into()),
+            // `LOADGEN_SERVICE_LOG` sets the services' log filter, for a run under study.
+            (
+                format!("{p}_LOG__FILTER"),
+                std::env::var("LOADGEN_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         ];
         match service {
             "consumer-gateway" | "creator-gateway" => {

@@ -117,6 +117,45 @@ impl Report {
                 let _ = writeln!(out, "- {line}");
             }
         }
+        for sweep in &self.outcome.sweeps {
+            let _ = writeln!(out, "\n## Overload sweep, {} limit\n", sweep.mode);
+            let _ = writeln!(
+                out,
+                "| phase | load | OK | RESOURCE_EXHAUSTED | other codes | accepted p50 ms | accepted p99 ms | goodput OK/s | gateway peak RSS MiB | circuits opened |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|"
+            );
+            for phase in sweep.closed.iter().chain(&sweep.open).chain(&sweep.storm) {
+                let s = &phase.summary;
+                let others: Vec<String> = s
+                    .error_codes
+                    .iter()
+                    .filter(|(code, _)| code.as_str() != "RESOURCE_EXHAUSTED")
+                    .map(|(code, n)| format!("{n} {code}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+                    phase.name,
+                    phase.load,
+                    s.ok,
+                    s.error_codes
+                        .get("RESOURCE_EXHAUSTED")
+                        .copied()
+                        .unwrap_or(0),
+                    if others.is_empty() {
+                        "0".to_owned()
+                    } else {
+                        others.join(", ")
+                    },
+                    ms(s.p50_us),
+                    ms(s.p99_us),
+                    s.rps,
+                    mib(phase.peak_rss_mib.get("consumer-gateway")),
+                    phase
+                        .circuits_opened
+                        .map_or_else(|| "–".into(), |n| format!("{n:.0}")),
+                );
+            }
+        }
         let _ = writeln!(out, "\n## Phases\n");
         let _ = writeln!(
             out,

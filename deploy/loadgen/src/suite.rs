@@ -75,6 +75,9 @@ impl SuiteOptions {
 pub enum Load {
     /// This many callers back to back.
     Closed { concurrency: usize },
+    /// This many callers back to back, each backing off after a shed call (capped exponential
+    /// backoff from `backoff_ms`, full jitter), as well-behaved clients do.
+    Polite { concurrency: usize, backoff_ms: u64 },
     /// This many requests per second on a fixed schedule.
     Open { rate: f64 },
 }
@@ -83,6 +86,10 @@ impl std::fmt::Display for Load {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Load::Closed { concurrency } => write!(f, "closed ×{concurrency}"),
+            Load::Polite {
+                concurrency,
+                backoff_ms,
+            } => write!(f, "closed ×{concurrency}, backoff {backoff_ms} ms"),
             Load::Open { rate } => write!(f, "open {rate:.0}/s"),
         }
     }
@@ -107,6 +114,9 @@ pub struct Phase {
     pub peak_rss_mib: BTreeMap<String, f64>,
     /// Resident memory at the end of the phase, in MiB, by process.
     pub end_rss_mib: BTreeMap<String, f64>,
+    /// How many times the gateway's upstream circuits opened during the phase (absent for
+    /// phases that bypass the gateways).
+    pub circuits_opened: Option<f64>,
 }
 
 /// One target of the issue, with the figure that decides it.
@@ -188,6 +198,13 @@ impl Runner<'_> {
                 Load::Closed { concurrency } => {
                     drive::closed_loop(call, concurrency, duration).await
                 }
+                Load::Polite {
+                    concurrency,
+                    backoff_ms,
+                } => {
+                    let backoff = Some(Duration::from_millis(backoff_ms));
+                    drive::closed_loop_with(call, concurrency, duration, backoff).await
+                }
                 Load::Open { rate } => drive::open_loop(call, rate, duration, 20_000).await,
             }
         };
@@ -210,9 +227,15 @@ impl Runner<'_> {
             summary.ok + summary.errors - summary.error_codes.get("dropped").unwrap_or(&0);
 
         let mut upstream_by_method = BTreeMap::new();
+        let mut circuits_opened = None;
         if let (Some(addr), Some(before)) = (&metrics_addr, &metrics_before) {
+            let after = scrape(addr).await?;
+            let opened = |page: &str| {
+                service_runtime::metrics::sample(page, "grpc_client_circuit_opened_total", &[])
+            };
+            circuits_opened = Some(opened(&after) - opened(before));
             let before = upstream_calls(before);
-            let after = upstream_calls(&scrape(addr).await?);
+            let after = upstream_calls(&after);
             for (method, count) in after {
                 let delta = count - before.get(&method).copied().unwrap_or(0.0);
                 if delta > 0.0 {
@@ -246,6 +269,7 @@ impl Runner<'_> {
             cpu_us_per_request: cpu,
             peak_rss_mib: peak,
             end_rss_mib: end,
+            circuits_opened,
         };
         eprintln!(
             "{:<34} {:>14} {:>9.0} req/s  p50 {:>7} µs  p99 {:>7} µs  errors {}",
@@ -323,6 +347,188 @@ impl Runner<'_> {
     }
 }
 
+/// The overload sweep with one kind of limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep {
+    /// `static` or `adaptive`.
+    pub mode: &'static str,
+    /// The closed loops, at 1, 2, 5 and 20 times the limit, callers backing off when shed.
+    pub closed: Vec<Phase>,
+    /// The open loops, at 2 and 5 times the saturation rate.
+    pub open: Vec<Phase>,
+    /// 20 times the limit in callers that retry a shed call at once: a storm, reported beside
+    /// the targets (on a machine the generator shares, its own retries take the CPU).
+    pub storm: Option<Phase>,
+    /// The goodput at saturation (the whole view, closed loop, the standard limit).
+    pub saturation: f64,
+}
+
+/// How long a shed caller of the sweep's closed loops waits at first.
+const SWEEP_BACKOFF_MS: u64 = 50;
+
+/// The limit factors and saturation factors of the sweep.
+const SWEEP_CLOSED: [usize; 4] = [1, 2, 5, 20];
+const SWEEP_OPEN: [f64; 2] = [2.0, 5.0];
+
+/// Failures other than shedding, and the generator's own drops, by code.
+fn other_codes(phase: &Phase) -> BTreeMap<String, u64> {
+    phase
+        .summary
+        .error_codes
+        .iter()
+        .filter(|(code, _)| !matches!(code.as_str(), "RESOURCE_EXHAUSTED" | "dropped"))
+        .map(|(code, n)| (code.clone(), *n))
+        .collect()
+}
+
+impl Sweep {
+    fn phases(&self) -> impl Iterator<Item = &Phase> {
+        self.closed.iter().chain(&self.open).chain(&self.storm)
+    }
+
+    fn targets(&self) -> Vec<TargetCheck> {
+        let mode = self.mode;
+        let others: u64 = self
+            .phases()
+            .map(|p| other_codes(p).values().sum::<u64>())
+            .sum();
+        let opened: f64 = self.phases().filter_map(|p| p.circuits_opened).sum();
+        let peak = self
+            .phases()
+            .filter_map(|p| p.peak_rss_mib.get("consumer-gateway").copied())
+            .fold(f64::NAN, f64::max);
+        let mut targets = vec![
+            TargetCheck {
+                target: format!(
+                    "sweep, {mode} limit: no code but OK and RESOURCE_EXHAUSTED in any phase"
+                ),
+                figure: format!("{others} other"),
+                met: others == 0,
+            },
+            TargetCheck {
+                target: format!("sweep, {mode} limit: no circuit opened"),
+                figure: format!("{opened:.0} opened"),
+                met: opened == 0.0,
+            },
+            TargetCheck {
+                target: format!("sweep, {mode} limit: gateway RSS flat, ≤ 64 MiB"),
+                figure: format!("peak {peak:.1} MiB"),
+                met: peak <= 64.0,
+            },
+        ];
+        if let (Some(first), Some(last)) = (self.closed.first(), self.closed.last()) {
+            let ratio = last.summary.p99_us as f64 / first.summary.p99_us.max(1) as f64;
+            targets.push(TargetCheck {
+                target: format!(
+                    "sweep, {mode} limit: accepted p99 at 20 × the limit ≤ 2 × the accepted p99 at 1 ×"
+                ),
+                figure: format!(
+                    "{ratio:.2} × ({:.2} ms against {:.2} ms)",
+                    ms(last.summary.p99_us),
+                    ms(first.summary.p99_us)
+                ),
+                met: ratio <= 2.0,
+            });
+        }
+        if let Some(five) = self.open.last() {
+            let ratio = five.summary.rps / self.saturation.max(1e-9);
+            targets.push(TargetCheck {
+                target: format!(
+                    "sweep, {mode} limit: goodput at 5 × saturation ≥ 90 % of the goodput at saturation"
+                ),
+                figure: format!(
+                    "{:.0} % ({:.0} OK/s against {:.0} OK/s)",
+                    ratio * 100.0,
+                    five.summary.rps,
+                    self.saturation
+                ),
+                met: ratio >= 0.9,
+            });
+        }
+        targets
+    }
+}
+
+/// Runs the overload sweep with the static limit, then with the adaptive one; `saturation` is
+/// the whole view's rate at saturation, with the standard limit.
+async fn sweep(
+    runner: &mut Runner<'_>,
+    workload: &std::sync::Arc<Workload>,
+    saturation: f64,
+) -> anyhow::Result<Vec<Sweep>> {
+    let limit = runner.options.overload_limit;
+    let limit_text = limit.to_string();
+    let min_text = (limit / 4).max(1).to_string();
+    let call = workload.get_track(None);
+    let mut sweeps = Vec::new();
+    for mode in ["static", "adaptive"] {
+        let mut env = vec![("SERVER__MAX_CONCURRENT_REQUESTS", limit_text.as_str())];
+        if mode == "adaptive" {
+            env.extend([
+                ("SERVER__ADAPTIVE_LIMIT__ENABLED", "true"),
+                ("SERVER__ADAPTIVE_LIMIT__INITIAL_LIMIT", limit_text.as_str()),
+                ("SERVER__ADAPTIVE_LIMIT__MIN_LIMIT", min_text.as_str()),
+            ]);
+        }
+        runner.restart(&["consumer-gateway"], &env).await?;
+        let mut closed = Vec::new();
+        for factor in SWEEP_CLOSED {
+            closed.push(
+                runner
+                    .phase(
+                        &format!("sweep.{mode}.closed.{factor}x"),
+                        &format!("GetTrack, whole view, {factor} × the concurrency limit of {limit} as callers, {mode} limit"),
+                        Gateway::Consumer,
+                        Load::Polite {
+                            concurrency: limit * factor,
+                            backoff_ms: SWEEP_BACKOFF_MS,
+                        },
+                        &call,
+                    )
+                    .await?,
+            );
+        }
+        let storm = runner
+            .phase(
+                &format!("sweep.{mode}.storm.20x"),
+                &format!("GetTrack, whole view, 20 × the concurrency limit of {limit} as callers that retry shed calls at once, {mode} limit"),
+                Gateway::Consumer,
+                Load::Closed {
+                    concurrency: limit * 20,
+                },
+                &call,
+            )
+            .await?;
+        let mut open = Vec::new();
+        for factor in SWEEP_OPEN {
+            open.push(
+                runner
+                    .phase(
+                        &format!("sweep.{mode}.open.{factor:.0}x"),
+                        &format!(
+                            "GetTrack, whole view, {factor:.0} × the saturation rate, {mode} limit"
+                        ),
+                        Gateway::Consumer,
+                        Load::Open {
+                            rate: saturation * factor,
+                        },
+                        &call,
+                    )
+                    .await?,
+            );
+        }
+        sweeps.push(Sweep {
+            mode,
+            closed,
+            open,
+            storm: Some(storm),
+            saturation,
+        });
+    }
+    runner.reset(&["consumer-gateway"]).await?;
+    Ok(sweeps)
+}
+
 /// One side of an alternating comparison.
 #[derive(Clone, Copy)]
 struct Side<'c> {
@@ -393,6 +599,8 @@ pub struct Outcome {
     pub targets: Vec<TargetCheck>,
     /// Ratios between phases, in words.
     pub comparisons: Vec<String>,
+    /// The overload sweeps, one per kind of limit.
+    pub sweeps: Vec<Sweep>,
     pub seconds: f64,
 }
 
@@ -551,6 +759,7 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
     let mut memory = None;
     let mut overload = None;
     let mut injected = None;
+    let mut sweeps = Vec::new();
     if runner.separate_processes() {
         // Memory with many requests in flight: the limit raised above them, so none is shed.
         let limit = (options.memory_in_flight * 2).to_string();
@@ -597,6 +806,11 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
                 .await?,
         );
         runner.reset(&["consumer-gateway"]).await?;
+
+        // (e) The overload sweep: closed loops at 1, 2, 5 and 20 times the concurrency limit
+        // and open loops at 2 and 5 times the saturation rate, first with the static limit,
+        // then with the adaptive one below it.
+        sweeps = sweep(&mut runner, &workload, full.summary.rps).await?;
 
         // (d) Fixed latency on every foundation read: the gateway against its critical path.
         let latency = options.injected_latency_ms.to_string();
@@ -745,6 +959,9 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
             met: shed > 0 && others == 0 && peak <= 64.0,
         });
     }
+    for sweep in &sweeps {
+        targets.extend(sweep.targets());
+    }
     let comparisons = vec![
         format!(
             "(a) GetTrack with mask `title` through the gateway against tracks.BatchGetTracks directly: throughput {:.2} ×, p50 latency {:.2} × ({:.2} ms against {:.2} ms)",
@@ -763,6 +980,7 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
         phases: runner.phases,
         targets,
         comparisons,
+        sweeps,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -792,7 +1010,44 @@ mod tests {
             cpu_us_per_request: BTreeMap::new(),
             peak_rss_mib: BTreeMap::new(),
             end_rss_mib: BTreeMap::new(),
+            circuits_opened: None,
         }
+    }
+
+    #[test]
+    fn the_sweep_targets_read_every_phase_and_ignore_the_generators_own_drops() {
+        let mut one = phase("sweep.static.closed.1x", 10_000, 20_000);
+        one.circuits_opened = Some(0.0);
+        let mut twenty = phase("sweep.static.closed.20x", 30_000, 50_000);
+        twenty
+            .summary
+            .error_codes
+            .insert("RESOURCE_EXHAUSTED".into(), 900);
+        twenty.summary.error_codes.insert("UNKNOWN".into(), 3);
+        twenty.circuits_opened = Some(1.0);
+        let mut five = phase("sweep.static.open.5x", 10_000, 20_000);
+        five.summary.error_codes.insert("dropped".into(), 7);
+        five.summary.rps = 95.0;
+        let sweep = Sweep {
+            mode: "static",
+            closed: vec![one, twenty],
+            open: vec![five],
+            storm: None,
+            saturation: 100.0,
+        };
+        let met: Vec<(String, bool)> = sweep
+            .targets()
+            .into_iter()
+            .map(|target| (target.figure, target.met))
+            .collect();
+        assert_eq!(
+            met[0],
+            ("3 other".to_owned(), false),
+            "UNKNOWN counts, dropped does not"
+        );
+        assert_eq!(met[1], ("1 opened".to_owned(), false));
+        assert!(!met[3].1, "p99 went from 20 to 50 ms: {:?}", met[3]);
+        assert!(met[4].1, "95 % of the goodput: {:?}", met[4]);
     }
 
     #[test]

@@ -117,7 +117,21 @@ fn pick<T: Clone>(pool: &[T], n: u64) -> T {
 }
 
 fn status_code<T>(result: Result<T, tonic::Status>) -> Result<T, tonic::Code> {
-    result.map_err(|status| status.code())
+    result.map_err(|status| {
+        let code = status.code();
+        // The first status of each code other than the expected shedding is printed whole, so
+        // that a run says where an unexpected code came from.
+        if code != tonic::Code::ResourceExhausted {
+            static SEEN: std::sync::Mutex<Vec<tonic::Code>> = std::sync::Mutex::new(Vec::new());
+            if let Ok(mut seen) = SEEN.lock()
+                && !seen.contains(&code)
+            {
+                seen.push(code);
+                eprintln!("loadgen: first {code:?}: {status:?}");
+            }
+        }
+        code
+    })
 }
 
 impl Workload {

@@ -42,6 +42,8 @@ struct Shared {
     threshold: u32,
     cooldown: Duration,
     short_circuited: Counter,
+    /// Times the circuit opened.
+    opened: Counter,
     name: String,
     /// The upstream's cap on one call: a shorter `grpc-timeout` is the caller's deadline.
     cap: Duration,
@@ -54,6 +56,15 @@ enum Verdict {
     Failed,
     /// Nothing: the call was dropped, or failed only because its caller's deadline passed.
     Silent,
+}
+
+/// What a breaker counts.
+#[derive(Debug, Clone, Default)]
+pub struct BreakerCounters {
+    /// Calls refused because the circuit was open.
+    pub short_circuited: Counter,
+    /// Times the circuit opened.
+    pub opened: Counter,
 }
 
 /// What the breaker lets through.
@@ -109,6 +120,7 @@ impl Shared {
             },
             (_, false) => {
                 if !matches!(*state, State::Open { .. }) {
+                    self.opened.inc();
                     tracing::warn!(upstream = %self.name, cooldown_ms = self.cooldown.as_millis() as u64, "circuit opened");
                 }
                 State::Open {
@@ -119,7 +131,7 @@ impl Shared {
     }
 }
 
-/// A breaker for one upstream; `short_circuited` counts the calls it refused.
+/// A breaker for one upstream; `counters` count the calls it refused and the times it opened.
 #[derive(Debug, Clone)]
 pub struct BreakerLayer {
     shared: Arc<Shared>,
@@ -133,14 +145,15 @@ impl BreakerLayer {
         threshold: u32,
         cooldown: Duration,
         cap: Duration,
-        short_circuited: Counter,
+        counters: BreakerCounters,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::Closed { failures: 0 }),
                 threshold: if threshold == 0 { u32::MAX } else { threshold },
                 cooldown,
-                short_circuited,
+                short_circuited: counters.short_circuited,
+                opened: counters.opened,
                 name: name.to_owned(),
                 cap,
             }),
@@ -264,6 +277,13 @@ mod tests {
 
     const CAP: Duration = Duration::from_secs(1);
 
+    fn counters(short_circuited: &Counter) -> BreakerCounters {
+        BreakerCounters {
+            short_circuited: short_circuited.clone(),
+            opened: Counter::default(),
+        }
+    }
+
     fn request() -> Request<()> {
         Request::builder().uri("/x.Y/Z").body(()).unwrap()
     }
@@ -297,8 +317,13 @@ mod tests {
             })
         };
         let refused = Counter::default();
-        let breaker =
-            BreakerLayer::new("counts", 3, Duration::from_millis(50), CAP, refused.clone());
+        let breaker = BreakerLayer::new(
+            "counts",
+            3,
+            Duration::from_millis(50),
+            CAP,
+            counters(&refused),
+        );
         let service = breaker.layer(inner);
         for _ in 0..3 {
             service.clone().oneshot(request()).await.unwrap();
@@ -352,7 +377,7 @@ mod tests {
             1,
             Duration::from_millis(30),
             CAP,
-            Counter::default(),
+            BreakerCounters::default(),
         )
         .layer(inner);
         service.clone().oneshot(request()).await.unwrap();
@@ -406,9 +431,14 @@ mod tests {
     #[tokio::test]
     async fn calls_their_callers_dropped_count_nothing() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let service =
-            BreakerLayer::new("likes", 2, Duration::from_secs(60), CAP, Counter::default())
-                .layer(answering(&calls, None, Duration::from_secs(60)));
+        let service = BreakerLayer::new(
+            "likes",
+            2,
+            Duration::from_secs(60),
+            CAP,
+            BreakerCounters::default(),
+        )
+        .layer(answering(&calls, None, Duration::from_secs(60)));
         for _ in 0..10 {
             let abandoned =
                 tokio::time::timeout(Duration::from_millis(1), service.clone().oneshot(request()))
@@ -431,12 +461,18 @@ mod tests {
     async fn a_callers_own_short_deadline_counts_nothing_but_the_caps_does() {
         let calls = Arc::new(AtomicUsize::new(0));
         let refused = Counter::default();
-        let service = BreakerLayer::new("tracks", 2, Duration::from_secs(60), CAP, refused.clone())
-            .layer(answering(
-                &calls,
-                Some(Code::DeadlineExceeded),
-                Duration::from_millis(20),
-            ));
+        let service = BreakerLayer::new(
+            "tracks",
+            2,
+            Duration::from_secs(60),
+            CAP,
+            counters(&refused),
+        )
+        .layer(answering(
+            &calls,
+            Some(Code::DeadlineExceeded),
+            Duration::from_millis(20),
+        ));
         for _ in 0..5 {
             let response = service.clone().oneshot(with_timeout("10m")).await.unwrap();
             assert_eq!(response.headers()["grpc-status"], "4");
@@ -479,7 +515,7 @@ mod tests {
             1,
             Duration::from_millis(30),
             CAP,
-            Counter::default(),
+            BreakerCounters::default(),
         )
         .layer(inner);
         service.clone().oneshot(request()).await.unwrap();

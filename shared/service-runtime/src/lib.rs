@@ -14,15 +14,19 @@
 //! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
 //!
-//! Tower layers around every gRPC server, outermost first: [`otel::ServerTraceLayer`],
+//! Tower layers around every gRPC server, outermost first: [`drain::DrainLayer`] (so that a
+//! body any layer or handler answers without reading is drained, not dropped),
+//! [`otel::ServerTraceLayer`],
 //! [`metrics::GrpcMetricsLayer`] (so that shed calls and injected faults are traced and counted
 //! like real ones), [`shed::ShedLayer`], then [`faults::FaultLayer`]. Around every upstream
 //! channel, outermost first: [`otel::ClientTraceLayer`] (so that a call the open circuit refuses
 //! still shows in the trace), [`breaker::BreakerLayer`] (so that refused calls are not counted
 //! as upstream calls), then [`metrics::GrpcMetricsLayer`].
 
+pub mod adaptive;
 pub mod breaker;
 pub mod cli;
+pub mod drain;
 pub mod faults;
 pub mod idempotency;
 pub mod ids;

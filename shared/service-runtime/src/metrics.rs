@@ -55,6 +55,8 @@ pub struct GrpcMetrics {
     handling: HistogramFamily<MethodLabels>,
     /// Client side only: calls refused by an open circuit, by upstream.
     short_circuited: Family<UpstreamLabels, Counter>,
+    /// Client side only: times an upstream's circuit opened.
+    circuits_opened: Family<UpstreamLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,16 +78,23 @@ impl GrpcMetrics {
             "Upstream calls refused without being made because the upstream's circuit was open",
             metrics.short_circuited.clone(),
         );
+        registry.register(
+            "grpc_client_circuit_opened",
+            "Times an upstream's circuit opened",
+            metrics.circuits_opened.clone(),
+        );
         metrics
     }
 
-    /// The counter of calls an open circuit refused for `upstream`.
-    pub fn short_circuited(&self, upstream: &str) -> Counter {
-        self.short_circuited
-            .get_or_create(&UpstreamLabels {
-                upstream: upstream.to_owned(),
-            })
-            .clone()
+    /// The counters of `upstream`'s circuit breaker.
+    pub fn breaker_counters(&self, upstream: &str) -> crate::breaker::BreakerCounters {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_owned(),
+        };
+        crate::breaker::BreakerCounters {
+            short_circuited: self.short_circuited.get_or_create(&labels).clone(),
+            opened: self.circuits_opened.get_or_create(&labels).clone(),
+        }
     }
 
     fn register_side(registry: &mut Registry, side: &str, whose: &str) -> Self {
@@ -93,6 +102,7 @@ impl GrpcMetrics {
             handled: Family::default(),
             handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             short_circuited: Family::default(),
+            circuits_opened: Family::default(),
         };
         registry.register(
             format!("grpc_{side}_handled"),

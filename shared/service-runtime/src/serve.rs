@@ -10,6 +10,7 @@ use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
+    drain::DrainLayer,
     faults::{FaultLayer, FaultSettings},
     metrics::{GrpcMetrics, GrpcMetricsLayer, encode},
     otel::ServerTraceLayer,
@@ -34,6 +35,8 @@ pub struct GrpcApp {
     pub drain_timeout: Duration,
     /// The most calls handled at once (0: no limit); see [`crate::shed`].
     pub max_concurrent_requests: usize,
+    /// The adaptive limit below it, when enabled; see [`crate::adaptive`].
+    pub adaptive_limit: crate::adaptive::AdaptiveLimitSettings,
     /// TLS on the gRPC port (`server.tls`); the files are checked when serving starts.
     pub tls: ServerTlsSettings,
 }
@@ -57,6 +60,7 @@ impl GrpcApp {
             faults,
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
             max_concurrent_requests: server.max_concurrent_requests,
+            adaptive_limit: server.adaptive_limit.clone(),
             tls: server.tls.clone(),
         }
     }
@@ -129,9 +133,13 @@ pub async fn serve(
         faults,
         drain_timeout,
         max_concurrent_requests,
+        adaptive_limit,
         tls,
     } = app;
     crate::faults::validate(&faults).map_err(ServeError::Settings)?;
+    if adaptive_limit.enabled {
+        adaptive_limit.validate().map_err(ServeError::Settings)?;
+    }
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls.config("server.tls").map_err(ServeError::Settings)? {
         // The metrics port stays plaintext.
@@ -160,6 +168,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha);
 
     let rpc_metrics = GrpcMetrics::register(&mut registry);
+    let shed = ShedLayer::new(max_concurrent_requests, &adaptive_limit, &mut registry);
     let registry = Arc::new(registry);
 
     let stopping = CancellationToken::new();
@@ -203,10 +212,12 @@ pub async fn serve(
     let metrics_task = tokio::spawn(async move { metrics_server.await });
 
     let layers = tower::ServiceBuilder::new()
-        // Outermost, so that the server span covers shed calls and injected faults too.
+        // Outermost: whoever answers a call without reading its body, the body is drained.
+        .layer(DrainLayer)
+        // Next, so that the server span covers shed calls and injected faults too.
         .layer(ServerTraceLayer)
         .layer(GrpcMetricsLayer::new(rpc_metrics))
-        .layer(ShedLayer::new(max_concurrent_requests))
+        .layer(shed)
         .layer(FaultLayer::new(faults))
         .into_inner();
     let grpc = builder

@@ -105,6 +105,10 @@ pub struct ServerSettings {
     /// TLS, or mutual TLS, on the gRPC port; plaintext when `tls.cert_file` is empty.
     #[serde(default)]
     pub tls: crate::tls::ServerTlsSettings,
+    /// A limit below `max_concurrent_requests` that follows the measured latency of admitted
+    /// calls (off by default); see [`crate::adaptive`].
+    #[serde(default)]
+    pub adaptive_limit: crate::adaptive::AdaptiveLimitSettings,
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ pub fn channel_with(
         settings.breaker_failures,
         Duration::from_millis(settings.breaker_cooldown_ms),
         Duration::from_millis(settings.timeout_ms),
-        metrics.short_circuited(name),
+        metrics.breaker_counters(name),
     );
     let guarded = tower::Layer::layer(&breaker, counted);
     Ok(tower::Layer::layer(&ClientTraceLayer::new(name), guarded))
@@ -172,6 +172,7 @@ mod tests {
                 metrics_addr: listeners.metrics_addr().unwrap(),
                 drain_timeout_ms: 1000,
                 max_concurrent_requests: 0,
+                adaptive_limit: Default::default(),
                 tls: Default::default(),
             },
             Default::default(),

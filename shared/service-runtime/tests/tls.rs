@@ -23,6 +23,7 @@ async fn start(tls: ServerTlsSettings) -> Running {
             metrics_addr: listeners.metrics_addr().unwrap(),
             drain_timeout_ms: 1000,
             max_concurrent_requests: 0,
+            adaptive_limit: Default::default(),
             tls,
         };
         let app = GrpcApp::new(
