@@ -154,8 +154,14 @@ impl Track {
     }
 }
 
+/// A private link's secret: 128 bits from the operating system's CSPRNG, independent of any id
+/// (a UUIDv7 made beside the track id would share its timestamp bits), compared in constant
+/// time by `authorization::policy::secrets_match`.
 fn new_secret_token() -> String {
-    format!("sec_{}", uuid::Uuid::now_v7().simple())
+    let mut bits = [0u8; 16];
+    // Without the OS generator there is no safe secret: the service cannot go on.
+    getrandom::fill(&mut bits).expect("the operating system's random generator is available");
+    format!("sec_{}", hex::encode(bits))
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), FoundationError> {

@@ -155,7 +155,17 @@ async fn an_upload_round_trips_its_audio_and_summary() {
             )
             .await
             .unwrap();
-            assert!(private.secret_token.starts_with("sec_"));
+            // 128 bits from the OS CSPRNG, independent of the track id (both were UUIDv7 made
+            // back to back, sharing their timestamp bits).
+            let secret = private.secret_token.strip_prefix("sec_").unwrap();
+            assert_eq!(secret.len(), 32, "{secret}");
+            assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+            let id = private.id.strip_prefix("trk_").unwrap();
+            assert_ne!(
+                &secret[..8],
+                &id[..8],
+                "the token does not share the id's bits"
+            );
         },
     )
     .await;

@@ -1,6 +1,7 @@
 //! The consumer's visibility rules, built from the shared policy primitives: a track is
 //! visible iff (public, or the viewer owns it, or the request carries its secret token) and its
-//! geoblocking allows the viewer's territory; the owner always sees their own track.
+//! geoblocking allows the viewer's territory; the owner always sees their own track. A
+//! geoblocking policy with an unset or unknown mode hides the track (fails closed).
 //!
 //! [`authorize`] is the one authorization step of every query and every command.
 
@@ -48,10 +49,13 @@ pub fn visible(
         .geoblocking
         .as_ref()
         .map_or(GeoblockingMode::None, |geo| geo.mode());
+    // A track without a policy is playable everywhere; a policy whose mode is unset or unknown
+    // (prost reads an unknown value as UNSPECIFIED) fails closed.
     let geoblocking = match mode {
         GeoblockingMode::AllowList => Geoblocking::AllowList(territories),
         GeoblockingMode::BlockList => Geoblocking::BlockList(territories),
-        GeoblockingMode::None | GeoblockingMode::Unspecified => Geoblocking::None,
+        GeoblockingMode::None => Geoblocking::None,
+        GeoblockingMode::Unspecified => Geoblocking::Unknown,
     };
     let access = TrackAccess {
         owner_id: &track.owner_id,
@@ -65,4 +69,51 @@ pub fn visible(
         &principal.territory,
         secret_token,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use protos::foundation::tracks::v1::Geoblocking as Policy;
+
+    use super::*;
+
+    fn track(geoblocking: Option<Policy>) -> Track {
+        Track {
+            id: "trk_1".into(),
+            owner_id: "usr_owner".into(),
+            visibility: Visibility::Public as i32,
+            geoblocking,
+            ..Track::default()
+        }
+    }
+
+    #[test]
+    fn an_unset_or_unknown_geoblocking_mode_hides_the_track_from_everyone_but_its_owner() {
+        let listener = Principal {
+            user_id: Some("usr_listener".into()),
+            territory: "US".into(),
+        };
+        let owner = Principal {
+            user_id: Some("usr_owner".into()),
+            territory: "US".into(),
+        };
+        assert_eq!(visible(&track(None), &listener, None), Ok(()), "no policy");
+        let none = Policy {
+            mode: GeoblockingMode::None as i32,
+            territories: Vec::new(),
+        };
+        assert_eq!(visible(&track(Some(none)), &listener, None), Ok(()));
+        for mode in [GeoblockingMode::Unspecified as i32, 42] {
+            let policy = Policy {
+                mode,
+                territories: Vec::new(),
+            };
+            assert_eq!(
+                visible(&track(Some(policy.clone())), &listener, None),
+                Err(Hidden::Geoblocked),
+                "mode {mode}"
+            );
+            assert_eq!(visible(&track(Some(policy)), &owner, None), Ok(()));
+        }
+    }
 }

@@ -78,14 +78,19 @@ fn model_visible(
     let public = track.visibility == tracks::Visibility::Public as i32;
     let unlocked = public
         || token.is_some_and(|token| !track.secret_token.is_empty() && token == track.secret_token);
-    let geo = track.geoblocking.clone().unwrap_or_default();
-    let listed = geo.territories.iter().any(|t| t == territory);
-    let allowed = if geo.mode == tracks::GeoblockingMode::AllowList as i32 {
-        listed
-    } else if geo.mode == tracks::GeoblockingMode::BlockList as i32 {
-        !listed
-    } else {
-        true
+    // No policy: playable everywhere. A policy with an unset or unknown mode: nowhere.
+    let allowed = match &track.geoblocking {
+        None => true,
+        Some(geo) => {
+            let listed = geo.territories.iter().any(|t| t == territory);
+            if geo.mode == tracks::GeoblockingMode::AllowList as i32 {
+                listed
+            } else if geo.mode == tracks::GeoblockingMode::BlockList as i32 {
+                !listed
+            } else {
+                geo.mode == tracks::GeoblockingMode::None as i32
+            }
+        }
     };
     unlocked && allowed
 }

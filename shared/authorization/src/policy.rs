@@ -10,6 +10,9 @@ pub enum Geoblocking<'a> {
     AllowList(&'a [String]),
     /// Playable everywhere except these territories.
     BlockList(&'a [String]),
+    /// A policy the reader cannot interpret (an unset or unknown mode): playable nowhere, so
+    /// that a policy the gateway does not understand hides the track rather than exposing it.
+    Unknown,
 }
 
 /// Whether the policy lets a listener in `territory` play the track.
@@ -18,6 +21,7 @@ pub fn geo_allows(policy: Geoblocking<'_>, territory: &str) -> bool {
         Geoblocking::None => true,
         Geoblocking::AllowList(list) => list.iter().any(|t| t == territory),
         Geoblocking::BlockList(list) => !list.iter().any(|t| t == territory),
+        Geoblocking::Unknown => false,
     }
 }
 
@@ -98,6 +102,10 @@ mod tests {
         assert!(geo_allows(Geoblocking::AllowList(&us_ca), "US"));
         assert!(!geo_allows(Geoblocking::AllowList(&us_ca), "DE"));
         assert!(!geo_allows(Geoblocking::AllowList(&[]), "US"));
+        assert!(
+            !geo_allows(Geoblocking::Unknown, "US"),
+            "an unknown policy fails closed"
+        );
         assert!(!geo_allows(Geoblocking::BlockList(&us_ca), "CA"));
         assert!(geo_allows(Geoblocking::BlockList(&us_ca), "DE"));
         assert!(geo_allows(Geoblocking::BlockList(&[]), "DE"));
