@@ -1,6 +1,7 @@
 //! JWT verification. Every gateway call carries `authorization: Bearer <JWT>` minted by the BFF.
 //! Claims: `sub` (the user id; absent for an anonymous listener), `territory` (ISO 3166-1
-//! alpha-2, required), `iss`, `aud` and `exp` (all required). The algorithm, issuer and audience
+//! alpha-2, required), `iss`, `aud` (one audience or an array of them) and `exp` (all required),
+//! and `nbf` when present (a token not valid yet is refused). The algorithm, issuer and audience
 //! are pinned by configuration: a token signed with any other algorithm (`none` included) is
 //! refused before its signature is even looked at.
 
@@ -99,8 +100,26 @@ pub struct Claims {
     pub sub: Option<String>,
     pub territory: String,
     pub iss: String,
+    /// One audience, or several (RFC 7519 §4.1.3, as identity providers issue them); the
+    /// verifier accepts a token whose audiences include its configured one.
+    #[serde(deserialize_with = "one_or_many")]
     pub aud: String,
     pub exp: u64,
+}
+
+/// `aud` as a string, or an array of strings joined with spaces (jsonwebtoken checks the
+/// configured audience against the raw claim; this only keeps an array from failing to parse).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Audience {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Audience::deserialize(deserializer)? {
+        Audience::One(audience) => audience,
+        Audience::Many(audiences) => audiences.join(" "),
+    })
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -109,6 +128,8 @@ pub enum TokenError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
     #[error("the token's issuer is not accepted")]
     WrongIssuer,
     #[error("the token's audience is not accepted")]
@@ -192,6 +213,8 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = settings.leeway_seconds;
         validation.validate_exp = true;
+        // `nbf`, when present, is honoured (with the same leeway as `exp`).
+        validation.validate_nbf = true;
         Ok(Self {
             key,
             validation,
@@ -246,6 +269,7 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {

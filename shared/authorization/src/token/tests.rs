@@ -60,6 +60,11 @@ fn a_valid_token_yields_its_principal() {
     assert_eq!(principal.territory, "US");
     let anonymous = verifier().verify(&hs256(&without("sub"))).unwrap();
     assert_eq!(anonymous.user_id, None);
+    // An audience array holding the configured audience, and an `nbf` already passed.
+    let listed = hs256(&with("aud", json!(["another-api", DEV_AUDIENCE])));
+    assert_eq!(verifier().verify(&listed).unwrap().user(), Some("usr_0001"));
+    let started = hs256(&with("nbf", json!(now_seconds() - 10)));
+    assert!(verifier().verify(&started).is_ok());
     let minted = mint_development_token(Some("usr_0002"), "DE", 60);
     assert_eq!(verifier().verify(&minted).unwrap().territory, "DE");
 }
@@ -93,6 +98,14 @@ fn every_bad_token_is_refused_for_its_reason() {
         ),
         (hs256(&with("sub", json!("a b"))), TokenError::BadSubject),
         (hs256(&with("sub", json!(""))), TokenError::BadSubject),
+        (
+            hs256(&with("nbf", json!(now_seconds() + 3600))),
+            TokenError::NotYetValid,
+        ),
+        (
+            hs256(&with("aud", json!(["another-api", "a-third"]))),
+            TokenError::WrongAudience,
+        ),
         ("not-a-token".to_owned(), TokenError::Malformed),
     ];
     for (token, expected) in cases {
