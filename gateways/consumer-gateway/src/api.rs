@@ -6,7 +6,8 @@ use std::{pin::Pin, sync::Arc};
 use authorization::{Principal, interceptor::principal};
 use futures::{Stream, StreamExt};
 use gateway_kit::{
-    Audit, Deadline, UpstreamError, check_id, outbound, reads, signed_in, with_degraded,
+    Audit, Cursors, Deadline, Scope, UpstreamError, check_id, outbound, reads, signed_in,
+    with_degraded,
 };
 use protos::{
     consumer::v1::{
@@ -38,7 +39,11 @@ pub(crate) struct ConsumerApi {
     audit: Audit,
     limits: Limits,
     idempotency: Arc<IdempotencyStore>,
+    cursors: Cursors,
 }
+
+/// The RPC page tokens of liked tracks are bound to.
+const LIST_LIKED_TRACKS: &str = "consumer.v1.ConsumerGateway/ListLikedTracks";
 
 /// What a command acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +77,7 @@ impl ConsumerApi {
         audit: Audit,
         limits: Limits,
         idempotency: Arc<IdempotencyStore>,
+        cursors: Cursors,
     ) -> Self {
         Self {
             view,
@@ -79,6 +85,7 @@ impl ConsumerApi {
             audit,
             limits,
             idempotency,
+            cursors,
         }
     }
 
@@ -310,9 +317,20 @@ impl ConsumerGateway for ConsumerApi {
             deadline,
         };
 
+        // The token is this gateway's, sealed for this caller and listed user: the likes
+        // service's own token names a like, whose track the caller may not see.
+        let scope = Scope {
+            rpc: LIST_LIKED_TRACKS,
+            caller: principal.user().unwrap_or_default(),
+            territory: &principal.territory,
+            query: &[&message.user_id],
+        };
+        let mut token = self
+            .cursors
+            .open(&scope, &message.page_token)
+            .map_err(|error| GatewayError::invalid("page_token", error.to_string()))?;
         let mut tracks: Vec<Track> = Vec::with_capacity(wanted);
         let mut degraded: Vec<String> = Vec::new();
-        let mut token = message.page_token;
         for _ in 0..self.limits.max_list_rounds.max(1) {
             let request = FoundationListLiked {
                 user_id: message.user_id.clone(),
@@ -326,12 +344,7 @@ impl ConsumerGateway for ConsumerApi {
                     async move { client.list_liked_tracks(outbound(request, budget)).await }
                 })
                 .await
-                .map_err(|error| match error.code() {
-                    Some(tonic::Code::InvalidArgument) => {
-                        GatewayError::invalid("page_token", "is not a token this service issued")
-                    }
-                    _ => error.into(),
-                })?;
+                .map_err(GatewayError::from)?;
             token = likes.next_page_token;
             let ids: Vec<String> = likes.likes.into_iter().map(|like| like.track_id).collect();
             if !ids.is_empty() {
@@ -353,7 +366,7 @@ impl ConsumerGateway for ConsumerApi {
         degraded.sort();
         let response = ListLikedTracksResponse {
             tracks,
-            next_page_token: token,
+            next_page_token: self.cursors.seal(&scope, &token),
         };
         Ok(with_degraded(response, &degraded))
     }

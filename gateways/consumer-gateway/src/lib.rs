@@ -17,7 +17,7 @@ mod view;
 use std::sync::Arc;
 
 use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
-use gateway_kit::{Audit, CallSettings, IdempotencySettings};
+use gateway_kit::{Audit, CallSettings, CursorSettings, Cursors, IdempotencySettings};
 use prometheus_client::registry::Registry;
 use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,9 @@ pub struct Settings {
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
     pub idempotency: IdempotencySettings,
+    /// The key page tokens are sealed with.
+    #[serde(default)]
+    pub cursors: CursorSettings,
     /// Fault injection by method name, off by default.
     #[serde(default)]
     pub faults: FaultSettings,
@@ -117,12 +120,15 @@ pub async fn run(
         upstreams::Clients::new(&settings, &client_metrics).map_err(RunError::Settings)?;
     let audit = Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
+    let cursors =
+        Cursors::new(&settings.cursors).map_err(|error| RunError::Settings(error.to_string()))?;
     let gateway = Arc::new(api::ConsumerApi::new(
         view,
         upstreams,
         audit,
         settings.limits.clone(),
         settings.idempotency.store(),
+        cursors,
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
     let server = ConsumerGatewayServer::from_arc(gateway.clone())

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use authorization::interceptor;
 use field_mask::Mask;
-use gateway_kit::{Audit, Deadline, UpstreamError, check_id, outbound, signed_in, with_degraded};
+use gateway_kit::{
+    Audit, Cursors, Deadline, Scope, UpstreamError, check_id, outbound, signed_in, with_degraded,
+};
 use protos::{
     creator::v1::{
         self as pb, DeleteTrackRequest, GetTrackRequest, ListMyTracksRequest, ListMyTracksResponse,
@@ -40,7 +42,11 @@ pub(crate) struct CreatorApi {
     upload: UploadSettings,
     idempotency: Arc<IdempotencyStore>,
     audit: Audit,
+    cursors: Cursors,
 }
+
+/// The RPC page tokens of the caller's tracks are bound to.
+const LIST_MY_TRACKS: &str = "creator.v1.CreatorGateway/ListMyTracks";
 
 /// What the caller may see: the view trimmed to the mask, and the mask paths that are missing
 /// because counts failed.
@@ -62,6 +68,7 @@ impl CreatorApi {
         upload: UploadSettings,
         idempotency: Arc<IdempotencyStore>,
         audit: Audit,
+        cursors: Cursors,
     ) -> Self {
         Self {
             view,
@@ -69,6 +76,7 @@ impl CreatorApi {
             upload,
             idempotency,
             audit,
+            cursors,
         }
     }
 
@@ -123,10 +131,21 @@ impl CreatorApi {
             ));
         }
         let mask = read_mask(&self.view, request.read_mask)?;
+        // The token is this gateway's, sealed for this caller.
+        let scope = Scope {
+            rpc: LIST_MY_TRACKS,
+            caller: user,
+            territory: "",
+            query: &[],
+        };
+        let page_token = self
+            .cursors
+            .open(&scope, &request.page_token)
+            .map_err(|error| GatewayError::invalid("page_token", error.to_string()))?;
         let message = ListTracksByOwnerRequest {
             owner_id: user.to_owned(),
             page_size: request.page_size,
-            page_token: request.page_token,
+            page_token,
         };
         let page = self
             .clients
@@ -143,8 +162,7 @@ impl CreatorApi {
                 Ok(counts) => (Some(counts), Vec::new()),
                 Err(error) => {
                     tracing::warn!(%error, "counts failed; stats of the page are degraded");
-                    self.audit
-                        .degraded(field_mask::Source::method(&view::Upstream::Counts));
+                    self.audit.degraded(view::COUNTS_METHOD);
                     (None, self.view.degraded_by_counts(&mask))
                 }
             }
@@ -162,7 +180,7 @@ impl CreatorApi {
         Ok(Assembled {
             message: ListMyTracksResponse {
                 tracks,
-                next_page_token: page.next_page_token,
+                next_page_token: self.cursors.seal(&scope, &page.next_page_token),
             },
             degraded,
         })

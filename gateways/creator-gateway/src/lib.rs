@@ -32,7 +32,7 @@ mod upstream;
 pub mod view;
 
 use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
-use gateway_kit::{Audit, CallSettings, IdempotencySettings};
+use gateway_kit::{Audit, CallSettings, CursorSettings, Cursors, IdempotencySettings};
 use prometheus_client::registry::Registry;
 use protos::creator::v1::creator_gateway_server::CreatorGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,9 @@ pub struct Settings {
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
     pub idempotency: IdempotencySettings,
+    /// The key page tokens are sealed with.
+    #[serde(default)]
+    pub cursors: CursorSettings,
     #[serde(default)]
     pub faults: FaultSettings,
 }
@@ -119,6 +122,8 @@ pub enum RunError {
     Auth(#[from] authorization::token::KeyError),
     #[error("invalid upstream settings: {0}")]
     Upstream(String),
+    #[error("invalid settings: {0}")]
+    Settings(String),
     #[error("the creator view is unusable: {0}")]
     View(#[from] view::ViewError),
     #[error(transparent)]
@@ -144,6 +149,7 @@ pub async fn run(
         settings.upload.clone(),
         settings.idempotency.store(),
         audit,
+        Cursors::new(&settings.cursors).map_err(|error| RunError::Settings(error.to_string()))?,
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
     let server = CreatorGatewayServer::from_arc(api.clone())

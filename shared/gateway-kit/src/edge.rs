@@ -55,12 +55,19 @@ pub struct IdempotencySettings {
     pub ttl_seconds: u64,
     /// The most keys held at once; beyond it keyed commands are RESOURCE_EXHAUSTED.
     pub max_keys: usize,
+    /// The most keys one caller holds at once; beyond it that caller's keyed commands are
+    /// RESOURCE_EXHAUSTED, and no one else's.
+    pub max_keys_per_caller: usize,
 }
 
 impl IdempotencySettings {
     /// The store these settings describe.
     pub fn store(&self) -> Arc<IdempotencyStore> {
-        IdempotencyStore::new(Duration::from_secs(self.ttl_seconds), self.max_keys)
+        IdempotencyStore::new(
+            Duration::from_secs(self.ttl_seconds),
+            self.max_keys,
+            self.max_keys_per_caller,
+        )
     }
 }
 

@@ -11,11 +11,14 @@
 //! - [`reads`]: the foundation's batched reads both gateways make, one call for many keys.
 //! - [`audit`]: `gateway_authorization_withheld` and `gateway_degraded_responses`, with the
 //!   audit log events beside them.
+//! - [`cursor`]: the gateways' own page tokens, sealed foundation tokens bound to the RPC,
+//!   the caller and the query.
 //! - [`edge`]: the `x-degraded-fields` response header, the signed-in user, the id rule at the
 //!   edge, and the idempotency settings.
 
 pub mod audit;
 pub mod calls;
+pub mod cursor;
 pub mod edge;
 pub mod reads;
 
@@ -24,6 +27,7 @@ pub use calls::{
     CallSettings, Calls, Deadline, RetrySettings, Upstream, UpstreamError, UpstreamFailure,
     outbound,
 };
+pub use cursor::{CursorSettings, Cursors, ForeignCursor, Scope};
 pub use edge::{
     Anonymous, DEGRADED_FIELDS, IdempotencySettings, InvalidId, check_id, signed_in, with_degraded,
 };

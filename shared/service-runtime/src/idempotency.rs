@@ -5,9 +5,18 @@
 //!
 //! Results are kept in this process's memory for `ttl`: a retry must reach the same instance
 //! (or the command's own idempotency holds, as every command here is idempotent by state).
-//! Only results worth replaying are kept: successes and definite refusals. A retryable failure
-//! (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNKNOWN) frees the
-//! key, so the retry runs the command again.
+//! Only results worth replaying are kept: successes, and refusals the command itself met in the
+//! data (FAILED_PRECONDITION, ALREADY_EXISTS, OUT_OF_RANGE). A refusal decided before anything
+//! could change (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED,
+//! UNIMPLEMENTED) and a retryable failure (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+//! ABORTED, INTERNAL, UNKNOWN) free the key: the retry runs the command again, which is
+//! harmless since nothing happened, and a caller cannot fill the store with calls that cost it
+//! nothing.
+//!
+//! Capacity is bounded twice: each caller holds at most `max_per_caller` keys, so that one
+//! caller cannot refuse everyone else's keyed commands, and the store at most `max_entries`.
+//! A keyed command over either bound is RESOURCE_EXHAUSTED, for its caller only in the first
+//! case; commands without a key are never refused here.
 
 use std::{
     collections::HashMap,
@@ -34,21 +43,78 @@ enum Entry {
     },
 }
 
+impl Entry {
+    fn expired(&self, ttl: Duration) -> bool {
+        matches!(self, Entry::Done { at, .. } if at.elapsed() > ttl)
+    }
+}
+
+/// The keys of every caller, and how many there are in all.
+#[derive(Debug, Default)]
+struct Held {
+    by_caller: HashMap<String, HashMap<String, Entry>>,
+    total: usize,
+}
+
+impl Held {
+    /// Drops `caller`'s expired results.
+    fn expire_caller(&mut self, caller: &str, ttl: Duration) {
+        if let Some(keys) = self.by_caller.get_mut(caller) {
+            let before = keys.len();
+            keys.retain(|_, entry| !entry.expired(ttl));
+            self.total -= before - keys.len();
+        }
+    }
+
+    /// Drops every expired result.
+    fn expire_all(&mut self, ttl: Duration) {
+        let mut total = 0;
+        self.by_caller.retain(|_, keys| {
+            keys.retain(|_, entry| !entry.expired(ttl));
+            total += keys.len();
+            !keys.is_empty()
+        });
+        self.total = total;
+    }
+
+    fn remove(&mut self, caller: &str, key: &str) {
+        if let Some(keys) = self.by_caller.get_mut(caller) {
+            if keys.remove(key).is_some() {
+                self.total -= 1;
+            }
+            if keys.is_empty() {
+                self.by_caller.remove(caller);
+            }
+        }
+    }
+}
+
 /// The results of keyed commands, per caller and key.
 #[derive(Debug)]
 pub struct IdempotencyStore {
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    held: Mutex<Held>,
     ttl: Duration,
     max_entries: usize,
+    max_per_caller: usize,
 }
 
 impl IdempotencyStore {
-    pub fn new(ttl: Duration, max_entries: usize) -> Arc<Self> {
+    /// A store keeping results for `ttl`, at most `max_entries` keys in all and
+    /// `max_per_caller` per caller.
+    pub fn new(ttl: Duration, max_entries: usize, max_per_caller: usize) -> Arc<Self> {
         Arc::new(Self {
-            entries: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
             ttl,
             max_entries: max_entries.max(1),
+            max_per_caller: max_per_caller.max(1),
         })
+    }
+
+    /// How many keys `caller` holds now (in flight or with a result), for tests and metrics.
+    pub fn held_by(&self, caller: &str) -> usize {
+        self.held
+            .lock()
+            .map_or(0, |held| held.by_caller.get(caller).map_or(0, HashMap::len))
     }
 
     /// Runs `command` once per (`caller`, key) when the call carries an idempotency key, and
@@ -86,17 +152,15 @@ impl IdempotencyStore {
         method.hash(&mut hasher);
         request.encode_to_vec().hash(&mut hasher);
         let fingerprint = hasher.finish();
-        let slot = (caller.to_owned(), key);
 
         {
-            let mut entries = self
-                .entries
+            let mut held = self
+                .held
                 .lock()
                 .map_err(|_| Status::internal("internal error"))?;
-            match entries.get(&slot) {
-                Some(Entry::Done { at, .. }) if at.elapsed() > self.ttl => {
-                    entries.remove(&slot);
-                }
+            let found = held.by_caller.get(caller).and_then(|keys| keys.get(&key));
+            match found {
+                Some(entry) if entry.expired(self.ttl) => held.remove(caller, &key),
                 Some(Entry::Done {
                     fingerprint: known,
                     result,
@@ -122,24 +186,34 @@ impl IdempotencyStore {
                 }
                 None => {}
             }
-            if entries.len() >= self.max_entries {
-                let ttl = self.ttl;
-                entries.retain(|_, entry| match entry {
-                    Entry::Done { at, .. } => at.elapsed() <= ttl,
-                    Entry::InFlight { .. } => true,
-                });
-                if entries.len() >= self.max_entries {
+            if held.by_caller.get(caller).map_or(0, HashMap::len) >= self.max_per_caller {
+                held.expire_caller(caller, self.ttl);
+                if held.by_caller.get(caller).map_or(0, HashMap::len) >= self.max_per_caller {
+                    return Err(Status::resource_exhausted(format!(
+                        "this caller holds {} idempotency keys, the most one caller may; \
+                         retry without a key, or once older keys expire",
+                        self.max_per_caller
+                    )));
+                }
+            }
+            if held.total >= self.max_entries {
+                held.expire_all(self.ttl);
+                if held.total >= self.max_entries {
                     return Err(Status::resource_exhausted(
                         "too many idempotency keys are held; retry later",
                     ));
                 }
             }
-            entries.insert(slot.clone(), Entry::InFlight { fingerprint });
+            held.by_caller
+                .entry(caller.to_owned())
+                .or_default()
+                .insert(key.clone(), Entry::InFlight { fingerprint });
+            held.total += 1;
         }
 
         let mut guard = Release {
             store: self.clone(),
-            slot: Some(slot),
+            slot: Some((caller.to_owned(), key)),
         };
         let result = command().await;
         let kept = match &result {
@@ -151,17 +225,18 @@ impl IdempotencyStore {
         };
         // Without a result worth keeping the guard frees the key when it drops.
         if let Some(kept) = kept
-            && let Some(slot) = guard.slot.take()
-            && let Ok(mut entries) = self.entries.lock()
+            && let Ok(mut held) = self.held.lock()
+            && let Some((caller, key)) = guard.slot.take()
+            && let Some(entry) = held
+                .by_caller
+                .get_mut(&caller)
+                .and_then(|keys| keys.get_mut(&key))
         {
-            entries.insert(
-                slot,
-                Entry::Done {
-                    fingerprint,
-                    result: kept,
-                    at: Instant::now(),
-                },
-            );
+            *entry = Entry::Done {
+                fingerprint,
+                result: kept,
+                at: Instant::now(),
+            };
         }
         result
     }
@@ -171,23 +246,17 @@ fn reused() -> Status {
     Status::invalid_argument("idempotency-key: already used for a different request")
 }
 
-/// Refusals that will not change on retry; everything else frees the key.
+/// Refusals the command met in the data, which a retry must see too; everything else frees the
+/// key.
 fn replayable(code: Code) -> bool {
     matches!(
         code,
-        Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::OutOfRange
-            | Code::Unauthenticated
-            | Code::Unimplemented
+        Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange
     )
 }
 
-/// Frees an in-flight key whose command did not leave a result (it failed retryably, or the
-/// call was dropped).
+/// Frees an in-flight key whose command did not leave a result (it failed, or the call was
+/// dropped).
 struct Release {
     store: Arc<IdempotencyStore>,
     slot: Option<(String, String)>,
@@ -195,10 +264,10 @@ struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take()
-            && let Ok(mut entries) = self.store.entries.lock()
+        if let Some((caller, key)) = self.slot.take()
+            && let Ok(mut held) = self.store.held.lock()
         {
-            entries.remove(&slot);
+            held.remove(&caller, &key);
         }
     }
 }
@@ -219,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_replays_the_first_result_and_runs_nothing() {
-        let store = IdempotencyStore::new(Duration::from_secs(60), 100);
+        let store = IdempotencyStore::new(Duration::from_secs(60), 100, 10);
         let runs = AtomicUsize::new(0);
         let call = |value: &'static str| {
             let runs = &runs;
@@ -290,7 +359,7 @@ mod tests {
 
     #[tokio::test]
     async fn retryable_failures_free_the_key_and_refusals_are_replayed() {
-        let store = IdempotencyStore::new(Duration::from_secs(60), 100);
+        let store = IdempotencyStore::new(Duration::from_secs(60), 100, 10);
         let down = store
             .run(&keyed("k"), "u", "/m", &1u32, || async {
                 Err::<u32, _>(Status::unavailable("down"))
@@ -306,7 +375,7 @@ mod tests {
 
         let refused = store
             .run(&keyed("r"), "u", "/m", &2u32, || async {
-                Err::<u32, _>(Status::not_found("track not found"))
+                Err::<u32, _>(Status::failed_precondition("the upload is incomplete"))
             })
             .await
             .unwrap_err();
@@ -316,13 +385,81 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (refused.code(), replayed.message()),
-            (Code::NotFound, "track not found")
+            (Code::FailedPrecondition, "the upload is incomplete")
         );
     }
 
     #[tokio::test]
+    async fn refusals_that_changed_nothing_are_not_kept() {
+        let store = IdempotencyStore::new(Duration::from_secs(60), 100, 10);
+        for (n, status) in [
+            Status::not_found("track not found"),
+            Status::invalid_argument("track_id: is required"),
+            Status::permission_denied("not yours"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let key = format!("k{n}");
+            let code = status.code();
+            let refused = store
+                .run(&keyed(&key), "u", "/m", &1u32, || async {
+                    Err::<u32, _>(status)
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), code);
+            let retried: u32 = store
+                .run(&keyed(&key), "u", "/m", &1u32, || async { Ok(5u32) })
+                .await
+                .unwrap();
+            assert_eq!(retried, 5, "{code:?}: the retry runs the command");
+        }
+        assert_eq!(store.held_by("u"), 3, "only the successes are held");
+    }
+
+    #[tokio::test]
+    async fn one_caller_cannot_take_the_store_from_the_others() {
+        let store = IdempotencyStore::new(Duration::from_secs(60), 6, 2);
+        for key in ["a", "b"] {
+            let _: u32 = store
+                .run(&keyed(key), "greedy", "/m", &1u32, || async { Ok(1u32) })
+                .await
+                .unwrap();
+        }
+        let over = store
+            .run(&keyed("c"), "greedy", "/m", &1u32, || async { Ok(1u32) })
+            .await
+            .unwrap_err();
+        assert_eq!(over.code(), Code::ResourceExhausted);
+        assert!(over.message().contains("this caller"), "{over:?}");
+        // Replays of held keys and unkeyed commands still work for the greedy caller.
+        let replay: u32 = store
+            .run(&keyed("a"), "greedy", "/m", &1u32, || async { Ok(9u32) })
+            .await
+            .unwrap();
+        assert_eq!(replay, 1);
+        // Everyone else is unaffected.
+        for caller in ["u1", "u2"] {
+            for key in ["a", "b"] {
+                let _: u32 = store
+                    .run(&keyed(key), caller, "/m", &1u32, || async { Ok(2u32) })
+                    .await
+                    .unwrap_or_else(|status| panic!("{caller}/{key}: {status:?}"));
+            }
+        }
+        // The store's own bound (6) is met now.
+        let full = store
+            .run(&keyed("a"), "u3", "/m", &1u32, || async { Ok(3u32) })
+            .await
+            .unwrap_err();
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert_eq!(store.held_by("greedy"), 2);
+    }
+
+    #[tokio::test]
     async fn bad_keys_are_invalid() {
-        let store = IdempotencyStore::new(Duration::from_secs(60), 100);
+        let store = IdempotencyStore::new(Duration::from_secs(60), 100, 10);
         let long = "k".repeat(129);
         let status = store
             .run(&keyed(&long), "u", "/m", &1u32, || async { Ok(1u32) })

@@ -288,3 +288,53 @@ async fn a_retried_command_with_its_idempotency_key_has_one_effect_and_the_first
     )
     .await;
 }
+
+#[tokio::test]
+async fn one_callers_idempotency_keys_cannot_refuse_anyone_elses() {
+    let t = Topology::start_with(|s| s.idempotency.max_keys_per_caller = 3).await;
+    let keyed = |user: &str, track: &str, key: &str| {
+        let mut request = as_user(
+            LikeTrackRequest {
+                track_id: track.into(),
+            },
+            Some(user),
+            "US",
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    let mut client = t.client.clone();
+    // Refusals that changed nothing hold no key: a caller cannot fill the store for free.
+    for n in 0..10 {
+        let refused = client
+            .like_track(keyed("usr_greedy", "trk_99999", &format!("missing-{n}")))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    }
+    for (n, track) in ["trk_00001", "trk_00002", "trk_00004"].iter().enumerate() {
+        client
+            .like_track(keyed("usr_greedy", track, &format!("like-{n}")))
+            .await
+            .unwrap_or_else(|status| panic!("like {n}: {status:?}"));
+    }
+    let over = client
+        .like_track(keyed("usr_greedy", "trk_00005", "like-3"))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("idempotency keys"), "{over:?}");
+    // The greedy caller's retries still replay, and everyone else's keyed commands run.
+    client
+        .like_track(keyed("usr_greedy", "trk_00001", "like-0"))
+        .await
+        .unwrap();
+    for user in ["usr_0058", "usr_0059"] {
+        client
+            .like_track(keyed(user, "trk_00001", "like-0"))
+            .await
+            .unwrap_or_else(|status| panic!("{user}: {status:?}"));
+    }
+}

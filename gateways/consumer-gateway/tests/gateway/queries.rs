@@ -402,3 +402,94 @@ async fn liked_tracks_page_through_visible_tracks_only() {
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().starts_with("page_size"));
 }
+
+#[tokio::test]
+async fn liked_tracks_page_tokens_are_opaque_and_bound_to_the_caller_and_the_query() {
+    let t = Topology::start().await;
+    let page = |user_id: &'static str, token: String, caller: Option<&'static str>, territory| {
+        let mut client = t.client.clone();
+        async move {
+            client
+                .list_liked_tracks(as_user(
+                    ListLikedTracksRequest {
+                        user_id: user_id.into(),
+                        page_size: 3,
+                        page_token: token,
+                        read_mask: mask(&["id"]),
+                    },
+                    caller,
+                    territory,
+                ))
+                .await
+        }
+    };
+    let first = page("usr_0001", String::new(), None, "DE")
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.next_page_token;
+    assert!(
+        !token.is_empty(),
+        "usr_0001 has more than one page of likes"
+    );
+    // The likes service's token is the hex of "<time>|<track id>": none of it shows.
+    const HEX_TRK: &str = "74726b5f";
+    assert!(
+        !token.contains(HEX_TRK) && !token.contains("trk_"),
+        "{token}"
+    );
+    let second = page("usr_0001", token.clone(), None, "DE")
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        second
+            .tracks
+            .iter()
+            .all(|track| !first.tracks.contains(track)),
+        "the token continues the list"
+    );
+
+    let refusals = [
+        (
+            "another caller",
+            page("usr_0001", token.clone(), Some("usr_0002"), "DE").await,
+        ),
+        (
+            "another territory",
+            page("usr_0001", token.clone(), None, "US").await,
+        ),
+        (
+            "another listed user",
+            page("usr_0002", token.clone(), None, "DE").await,
+        ),
+        (
+            "a changed token",
+            page("usr_0001", flip_last(&token), None, "DE").await,
+        ),
+        (
+            "the likes service's own token",
+            page(
+                "usr_0001",
+                format!("{}7c{}", "31373030303030303030", "74726b5f3030303031"),
+                None,
+                "DE",
+            )
+            .await,
+        ),
+    ];
+    for (what, outcome) in refusals {
+        let status = outcome.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().starts_with("page_token"),
+            "{what}: {status:?}"
+        );
+    }
+}
+
+/// `token` with its last hex digit changed.
+fn flip_last(token: &str) -> String {
+    let (head, last) = token.split_at(token.len() - 1);
+    format!("{head}{}", if last == "0" { "1" } else { "0" })
+}

@@ -325,6 +325,45 @@ async fn list_my_tracks_pages_my_tracks_newest_first() {
 }
 
 #[tokio::test]
+async fn list_my_tracks_page_tokens_are_opaque_and_only_the_callers() {
+    let topology = Topology::start().await;
+    let mut client = topology.client().await;
+    for n in 0..3 {
+        uploaded(&mut client, &format!("paged {n}")).await;
+    }
+    let request = |page_token: String| ListMyTracksRequest {
+        page_size: 1,
+        page_token,
+        read_mask: mask(&["id"]),
+    };
+    let first = client
+        .list_my_tracks(owner(request(String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.next_page_token;
+    // The tracks service's token names the last track read; none of it shows.
+    assert!(!token.is_empty());
+    assert!(
+        !token.contains("74726b5f") && !token.contains("trk_"),
+        "{token}"
+    );
+    let second = client
+        .list_my_tracks(owner(request(token.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(second.tracks, first.tracks, "the token continues the list");
+
+    let foreign = client
+        .list_my_tracks(as_user(Some(OTHER), request(token)))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::InvalidArgument, "{foreign:?}");
+    assert!(foreign.message().starts_with("page_token"), "{foreign:?}");
+}
+
+#[tokio::test]
 async fn the_mask_decides_exactly_which_upstream_calls_are_made() {
     let topology = Topology::start().await;
     let mut client = topology.client().await;
