@@ -72,10 +72,7 @@ impl Options {
         let settings = ServerSettings {
             grpc_addr: at(server.grpc_addr),
             metrics_addr: at(server.metrics_addr),
-            drain_timeout_ms: server.drain_timeout_ms,
-            max_concurrent_requests: server.max_concurrent_requests,
-            adaptive_limit: server.adaptive_limit.clone(),
-            tls: server.tls.clone(),
+            ..server.clone()
         };
         Ok(Listeners::bind(&settings).await?)
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use service_runtime::shed::Ticket;
 use tonic::{Request, Status, service::Interceptor};
 
 use crate::{
@@ -61,6 +62,18 @@ impl Interceptor for Authenticator {
                     );
                     return Err(Status::resource_exhausted(
                         "rate limit exceeded for this caller; retry later",
+                    ));
+                }
+                if let Some(limits) = &self.limits
+                    && let Some(ticket) = request.extensions().get::<Ticket>()
+                    && !limits.admit_in_flight(&principal, ticket)
+                {
+                    tracing::debug!(
+                        user = principal.user().unwrap_or("anonymous"),
+                        "too many calls in flight"
+                    );
+                    return Err(Status::resource_exhausted(
+                        "this caller has as many calls in flight as it may; retry with backoff",
                     ));
                 }
                 request.extensions_mut().insert(principal);

@@ -7,6 +7,8 @@ use std::num::NonZeroU32;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
+use service_runtime::shed::Ticket;
+
 use crate::Principal;
 
 /// The `[rate_limit]` section of a gateway's settings.
@@ -20,6 +22,14 @@ pub struct RateLimitSettings {
     /// Calls per second all anonymous callers of one territory may make together (0: no limit).
     pub anonymous_per_territory_per_second: u32,
     pub anonymous_per_territory_burst: u32,
+    /// The most calls a signed-in user has in flight at once (0: no cap). A call beyond it is
+    /// RESOURCE_EXHAUSTED at once, so that one user cannot take the server's whole concurrency
+    /// limit, with slow calls or calls that never send their message.
+    #[serde(default)]
+    pub max_in_flight_per_user: usize,
+    /// The same for all anonymous callers of one territory together.
+    #[serde(default)]
+    pub max_in_flight_anonymous_per_territory: usize,
 }
 
 impl Default for RateLimitSettings {
@@ -30,6 +40,8 @@ impl Default for RateLimitSettings {
             per_user_burst: 0,
             anonymous_per_territory_per_second: 0,
             anonymous_per_territory_burst: 0,
+            max_in_flight_per_user: 0,
+            max_in_flight_anonymous_per_territory: 0,
         }
     }
 }
@@ -47,6 +59,8 @@ fn limiter(per_second: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<String
 pub struct RateLimits {
     users: Option<DefaultKeyedRateLimiter<String>>,
     anonymous: Option<DefaultKeyedRateLimiter<String>>,
+    in_flight_per_user: usize,
+    in_flight_anonymous_per_territory: usize,
 }
 
 impl RateLimits {
@@ -56,6 +70,20 @@ impl RateLimits {
             anonymous: limiter(
                 settings.anonymous_per_territory_per_second,
                 settings.anonymous_per_territory_burst,
+            ),
+            in_flight_per_user: settings.max_in_flight_per_user,
+            in_flight_anonymous_per_territory: settings.max_in_flight_anonymous_per_territory,
+        }
+    }
+
+    /// Counts the call of `ticket` against its caller's calls in flight: false when the
+    /// caller already has as many as it may.
+    pub fn admit_in_flight(&self, principal: &Principal, ticket: &Ticket) -> bool {
+        match principal.user() {
+            Some(user) => ticket.admit(&format!("user:{user}"), self.in_flight_per_user),
+            None => ticket.admit(
+                &format!("anonymous:{}", principal.territory),
+                self.in_flight_anonymous_per_territory,
             ),
         }
     }

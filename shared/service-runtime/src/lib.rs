@@ -24,6 +24,7 @@
 //! as upstream calls), then [`metrics::GrpcMetricsLayer`].
 
 pub mod adaptive;
+pub mod bounds;
 pub mod breaker;
 pub mod cli;
 pub mod drain;

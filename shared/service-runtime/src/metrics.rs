@@ -5,9 +5,15 @@
 //!
 //! The status of a call is read by [`StatusBody`], the same way the tracing layer reads it. A
 //! call whose body is dropped before its trailers (the client went away) counts as `Canceled`.
+//!
+//! A server labels a call by its service and method only when it serves that pair
+//! ([`KnownMethods`]); every other path counts as `unknown`/`unknown`, so no caller can grow the
+//! label set or write into the exposition by choosing a path.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -176,16 +182,94 @@ pub fn split_path(path: &str) -> (&str, &str) {
     trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
 
+/// The label of every path a server does not serve, service and method alike.
+pub const UNKNOWN: &str = "unknown";
+
+/// The service/method pairs a server serves, read from its APIs' descriptor sets: the only
+/// names its metrics label calls with.
+#[derive(Debug, Clone, Default)]
+pub struct KnownMethods(Arc<HashMap<String, HashMap<String, Streaming>>>);
+
+/// Whether a method takes a stream of request messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Streaming {
+    client: bool,
+}
+
+impl KnownMethods {
+    /// Every method of every service in the encoded `FileDescriptorSet`s.
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        use prost::Message;
+        let mut known: HashMap<String, HashMap<String, Streaming>> = HashMap::new();
+        for set in sets {
+            for file in prost_types::FileDescriptorSet::decode(*set)?.file {
+                let package = file.package();
+                for service in &file.service {
+                    let name = if package.is_empty() {
+                        service.name().to_owned()
+                    } else {
+                        format!("{package}.{}", service.name())
+                    };
+                    known
+                        .entry(name)
+                        .or_default()
+                        .extend(service.method.iter().map(|method| {
+                            let streaming = Streaming {
+                                client: method.client_streaming(),
+                            };
+                            (method.name().to_owned(), streaming)
+                        }));
+                }
+            }
+        }
+        Ok(Self(Arc::new(known)))
+    }
+
+    /// The labels of a call to `path`: its service and method when served, else [`UNKNOWN`]
+    /// for both.
+    pub fn labels<'p>(&self, path: &'p str) -> (&'p str, &'p str) {
+        let (service, method) = split_path(path);
+        match self.0.get(service) {
+            Some(methods) if methods.contains_key(method) => (service, method),
+            _ => (UNKNOWN, UNKNOWN),
+        }
+    }
+
+    /// Whether `path` is a served method that takes a stream of request messages (an upload).
+    pub fn client_streaming(&self, path: &str) -> bool {
+        let (service, method) = split_path(path);
+        self.0
+            .get(service)
+            .and_then(|methods| methods.get(method))
+            .is_some_and(|streaming| streaming.client)
+    }
+}
+
 /// A tower layer that records [`GrpcMetrics`] for every call, on a server or on a client
 /// channel.
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsLayer {
     metrics: GrpcMetrics,
+    /// On a server, the pairs it labels by name; `None` on a client channel, whose calls are
+    /// the service's own.
+    known: Option<KnownMethods>,
 }
 
 impl GrpcMetricsLayer {
+    /// The layer of a client channel: every call is labelled by its path.
     pub fn new(metrics: GrpcMetrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            known: None,
+        }
+    }
+
+    /// The layer of a server: calls to paths outside `known` count as `unknown`.
+    pub fn server(metrics: GrpcMetrics, known: KnownMethods) -> Self {
+        Self {
+            metrics,
+            known: Some(known),
+        }
     }
 }
 
@@ -196,6 +280,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
         GrpcMetricsService {
             inner,
             metrics: self.metrics.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -204,6 +289,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetricsService<S> {
     inner: S,
     metrics: GrpcMetrics,
+    known: Option<KnownMethods>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for GrpcMetricsService<S>
@@ -223,7 +309,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
+        let path = request.uri().path();
+        let (service, method) = match &self.known {
+            Some(known) => known.labels(path),
+            None => split_path(path),
+        };
         let call = CallRecord {
             metrics: self.metrics.clone(),
             service: service.to_owned(),
@@ -339,6 +429,29 @@ mod tests {
             split_path("/twirp/consumer.v1.ConsumerGateway/GetTrack"),
             grpc
         );
+    }
+
+    #[test]
+    fn only_served_methods_are_labelled_by_name() {
+        let known =
+            KnownMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]).unwrap();
+        assert_eq!(
+            known.labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            known.labels("/twirp/grpc.health.v1.Health/Watch"),
+            ("grpc.health.v1.Health", "Watch")
+        );
+        for path in [
+            "/grpc.health.v1.Health/Nope",
+            "/nope.v1.Nope/Check",
+            "/grpc.health.v1.Health/Check\"} 1\nx{a=\"",
+            "/",
+            "",
+        ] {
+            assert_eq!(known.labels(path), (UNKNOWN, UNKNOWN), "{path}");
+        }
     }
 
     #[test]

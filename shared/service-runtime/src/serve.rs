@@ -10,9 +10,10 @@ use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
+    bounds::{BoundsLayer, CallBounds},
     drain::DrainLayer,
     faults::{FaultLayer, FaultSettings},
-    metrics::{GrpcMetrics, GrpcMetricsLayer, encode},
+    metrics::{GrpcMetrics, GrpcMetricsLayer, KnownMethods, encode},
     otel::ServerTraceLayer,
     settings::ServerSettings,
     shed::ShedLayer,
@@ -39,6 +40,10 @@ pub struct GrpcApp {
     pub adaptive_limit: crate::adaptive::AdaptiveLimitSettings,
     /// TLS on the gRPC port (`server.tls`); the files are checked when serving starts.
     pub tls: ServerTlsSettings,
+    /// The most client-streaming calls at once (0: no limit); see [`crate::shed`].
+    pub max_concurrent_streams: usize,
+    /// How long one call may hold the server; see [`crate::bounds`].
+    pub bounds: CallBounds,
 }
 
 impl GrpcApp {
@@ -62,6 +67,8 @@ impl GrpcApp {
             max_concurrent_requests: server.max_concurrent_requests,
             adaptive_limit: server.adaptive_limit.clone(),
             tls: server.tls.clone(),
+            max_concurrent_streams: server.max_concurrent_streams,
+            bounds: server.call_bounds(),
         }
     }
 }
@@ -135,6 +142,8 @@ pub async fn serve(
         max_concurrent_requests,
         adaptive_limit,
         tls,
+        max_concurrent_streams,
+        bounds,
     } = app;
     crate::faults::validate(&faults).map_err(ServeError::Settings)?;
     if adaptive_limit.enabled {
@@ -167,8 +176,17 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
+    // Reflection describes the same APIs the metrics may name.
+    let known = KnownMethods::from_descriptor_sets(&[
+        descriptor,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .map_err(|error| ServeError::Settings(format!("the API descriptor set: {error}")))?;
     let rpc_metrics = GrpcMetrics::register(&mut registry);
-    let shed = ShedLayer::new(max_concurrent_requests, &adaptive_limit, &mut registry);
+    let shed = ShedLayer::new(max_concurrent_requests, &adaptive_limit, &mut registry)
+        .with_streams(max_concurrent_streams, known.clone());
     let registry = Arc::new(registry);
 
     let stopping = CancellationToken::new();
@@ -216,7 +234,9 @@ pub async fn serve(
         .layer(DrainLayer)
         // Next, so that the server span covers shed calls and injected faults too.
         .layer(ServerTraceLayer)
-        .layer(GrpcMetricsLayer::new(rpc_metrics))
+        .layer(GrpcMetricsLayer::server(rpc_metrics, known.clone()))
+        // Outside the limits, so that a call cut off by a bound frees its place.
+        .layer(BoundsLayer::new(bounds, known))
         .layer(shed)
         .layer(FaultLayer::new(faults))
         .into_inner();

@@ -109,6 +109,45 @@ pub struct ServerSettings {
     /// calls (off by default); see [`crate::adaptive`].
     #[serde(default)]
     pub adaptive_limit: crate::adaptive::AdaptiveLimitSettings,
+    /// The most client-streaming calls (uploads) handled at once, a budget of their own beside
+    /// `max_concurrent_requests`, so that slow uploads cannot take every place (0: no limit).
+    #[serde(default)]
+    pub max_concurrent_streams: usize,
+    /// The longest a call runs until its response starts, whatever its `grpc-timeout`
+    /// (0: no bound); see [`crate::bounds`].
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// The same for client-streaming calls (uploads).
+    #[serde(default = "default_stream_timeout_ms")]
+    pub stream_timeout_ms: u64,
+    /// A request body that sends nothing for this long while the server waits for it fails
+    /// the call (0: no bound).
+    #[serde(default = "default_request_idle_timeout_ms")]
+    pub request_idle_timeout_ms: u64,
+}
+
+fn default_call_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_stream_timeout_ms() -> u64 {
+    600_000
+}
+
+fn default_request_idle_timeout_ms() -> u64 {
+    10_000
+}
+
+impl ServerSettings {
+    /// The bounds on one call these settings describe.
+    pub fn call_bounds(&self) -> crate::bounds::CallBounds {
+        let bound = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
+        crate::bounds::CallBounds {
+            call_timeout: bound(self.call_timeout_ms),
+            stream_timeout: bound(self.stream_timeout_ms),
+            idle_timeout: bound(self.request_idle_timeout_ms),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,21 @@
 //! With `server.adaptive_limit.enabled`, the limit in force is the adaptive one
 //! ([`crate::adaptive`]), which follows the latency of admitted calls and never exceeds
 //! `max_concurrent_requests`. The limit in force is the gauge `grpc_server_concurrency_limit`.
+//!
+//! Client-streaming calls (uploads, told apart by the served descriptors) count against a
+//! budget of their own, `server.max_concurrent_streams`, so that slow uploads never take the
+//! places of other calls.
+//!
+//! Every call also carries a [`Ticket`] in its request extensions, with which the layer that
+//! knows who calls (the gateways' authenticator) counts the call against its caller: at most
+//! a configured number of calls per caller at once, so that one caller cannot take the whole
+//! limit. The ticket frees its place when the call's response starts, like the permit.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -24,11 +34,17 @@ use http::{Request, Response};
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
 use tonic::Status;
 
-use crate::adaptive::{AdaptiveLimit, AdaptiveLimitSettings};
+use crate::{
+    adaptive::{AdaptiveLimit, AdaptiveLimitSettings},
+    metrics::KnownMethods,
+};
 
 #[derive(Debug, Clone)]
 pub struct ShedLayer {
     permits: Option<Arc<Limiter>>,
+    streams: Option<Arc<Limiter>>,
+    known: KnownMethods,
+    callers: Arc<Callers>,
 }
 
 impl ShedLayer {
@@ -58,7 +74,98 @@ impl ShedLayer {
             limiter.publish();
             Arc::new(limiter)
         });
-        Self { permits }
+        Self {
+            permits,
+            streams: None,
+            known: KnownMethods::default(),
+            callers: Arc::default(),
+        }
+    }
+
+    /// Client-streaming calls of `known` get a budget of their own, `max_streams` calls
+    /// (0: no limit).
+    pub fn with_streams(mut self, max_streams: usize, known: KnownMethods) -> Self {
+        self.streams = (max_streams > 0).then(|| {
+            Arc::new(Limiter {
+                max: max_streams,
+                in_flight: AtomicUsize::new(0),
+                adaptive: None,
+                gauge: Gauge::default(),
+            })
+        });
+        self.known = known;
+        self
+    }
+}
+
+/// The calls in flight of each caller that a [`Ticket`] counted.
+#[derive(Debug, Default)]
+struct Callers {
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// A call's place among its caller's calls in flight, taken by [`Ticket::admit`] and freed
+/// when the last copy of the ticket is dropped (the shed layer keeps one until the response
+/// starts).
+#[derive(Debug, Clone)]
+pub struct Ticket(Arc<Held>);
+
+#[derive(Debug)]
+struct Held {
+    callers: Arc<Callers>,
+    caller: Mutex<Option<String>>,
+}
+
+impl Ticket {
+    fn new(callers: Arc<Callers>) -> Self {
+        Self(Arc::new(Held {
+            callers,
+            caller: Mutex::new(None),
+        }))
+    }
+
+    /// Counts the call against `caller`, who may have at most `cap` calls in flight (0: no
+    /// cap). False, and nothing counted, when `caller` already has `cap`. A ticket counts one
+    /// caller once.
+    pub fn admit(&self, caller: &str, cap: usize) -> bool {
+        if cap == 0 {
+            return true;
+        }
+        let Ok(mut held) = self.0.caller.lock() else {
+            return true;
+        };
+        if held.is_some() {
+            return true;
+        }
+        let Ok(mut in_flight) = self.0.callers.in_flight.lock() else {
+            return true;
+        };
+        let count = in_flight.entry(caller.to_owned()).or_insert(0);
+        if *count >= cap {
+            if *count == 0 {
+                in_flight.remove(caller);
+            }
+            return false;
+        }
+        *count += 1;
+        *held = Some(caller.to_owned());
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(caller) = self.caller.get_mut().ok().and_then(Option::take) else {
+            return;
+        };
+        if let Ok(mut in_flight) = self.callers.in_flight.lock()
+            && let Some(count) = in_flight.get_mut(&caller)
+        {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&caller);
+            }
+        }
     }
 }
 
@@ -137,6 +244,9 @@ impl<S> tower::Layer<S> for ShedLayer {
         ShedService {
             inner,
             permits: self.permits.clone(),
+            streams: self.streams.clone(),
+            known: self.known.clone(),
+            callers: self.callers.clone(),
         }
     }
 }
@@ -145,6 +255,9 @@ impl<S> tower::Layer<S> for ShedLayer {
 pub struct ShedService<S> {
     inner: S,
     permits: Option<Arc<Limiter>>,
+    streams: Option<Arc<Limiter>>,
+    known: KnownMethods,
+    callers: Arc<Callers>,
 }
 
 fn exempt(path: &str) -> bool {
@@ -167,20 +280,33 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let Some(permits) = &self.permits else {
-            return Box::pin(self.inner.call(request));
-        };
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         if exempt(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
-        match permits.try_admit() {
+        let ticket = Ticket::new(self.callers.clone());
+        request.extensions_mut().insert(ticket.clone());
+        let limiter = if self.known.client_streaming(request.uri().path()) {
+            &self.streams
+        } else {
+            &self.permits
+        };
+        let Some(limiter) = limiter else {
+            let future = self.inner.call(request);
+            return Box::pin(async move {
+                let response = future.await;
+                drop(ticket);
+                response
+            });
+        };
+        match limiter.try_admit() {
             Some(mut permit) => {
                 let future = self.inner.call(request);
                 Box::pin(async move {
                     let response = future.await;
                     permit.answered = true;
                     drop(permit);
+                    drop(ticket);
                     response
                 })
             }

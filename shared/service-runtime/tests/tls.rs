@@ -25,6 +25,10 @@ async fn start(tls: ServerTlsSettings) -> Running {
             max_concurrent_requests: 0,
             adaptive_limit: Default::default(),
             tls,
+            max_concurrent_streams: 0,
+            call_timeout_ms: 0,
+            stream_timeout_ms: 0,
+            request_idle_timeout_ms: 0,
         };
         let app = GrpcApp::new(
             tonic::service::Routes::default(),
