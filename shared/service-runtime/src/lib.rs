@@ -18,7 +18,9 @@
 //! body any layer or handler answers without reading is drained, not dropped),
 //! [`otel::ServerTraceLayer`],
 //! [`metrics::GrpcMetricsLayer`] (so that shed calls and injected faults are traced and counted
-//! like real ones), [`shed::ShedLayer`], then [`faults::FaultLayer`]. Around every upstream
+//! like real ones), [`twirp_bridge::TwirpErrorLayer`] (so that a Twirp call the next two
+//! refuse gets a Twirp error, not a gRPC-shaped answer), [`shed::ShedLayer`], then
+//! [`faults::FaultLayer`]. Around every upstream
 //! channel, outermost first: [`otel::ClientTraceLayer`] (so that a call the open circuit refuses
 //! still shows in the trace), [`breaker::BreakerLayer`] (so that refused calls are not counted
 //! as upstream calls), then [`metrics::GrpcMetricsLayer`].

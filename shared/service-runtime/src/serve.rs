@@ -217,6 +217,9 @@ pub async fn serve(
         // Next, so that the server span covers shed calls and injected faults too.
         .layer(ServerTraceLayer)
         .layer(GrpcMetricsLayer::new(rpc_metrics))
+        // Outside every layer that may refuse a call in gRPC form, so that a refused Twirp
+        // call gets a Twirp error; inside metrics and tracing, which read the status either way.
+        .layer(twirp_bridge::TwirpErrorLayer)
         .layer(shed)
         .layer(FaultLayer::new(faults))
         .into_inner();
