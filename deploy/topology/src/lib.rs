@@ -76,6 +76,7 @@ impl Options {
             max_concurrent_requests: server.max_concurrent_requests,
             adaptive_limit: server.adaptive_limit.clone(),
             tls: server.tls.clone(),
+            reflection: server.reflection,
         };
         Ok(Listeners::bind(&settings).await?)
     }

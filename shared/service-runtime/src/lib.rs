@@ -11,7 +11,8 @@
 //!   trailers-only headers or the trailers, and as cancelled when the body is dropped first;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
 //! - [`ids`]: the id rule every service and gateway checks;
-//! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
+//! - [`serve`]: the gRPC serve loop with health, reflection (`server.reflection`) and graceful
+//!   shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
 //!
 //! Tower layers around every gRPC server, outermost first: [`drain::DrainLayer`] (so that a

@@ -1,5 +1,6 @@
 //! The gRPC serve loop every service runs: its own routes plus `grpc.health.v1` and server
-//! reflection, the tracing, metrics, shedding and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
+//! reflection (unless `server.reflection` is off), the tracing, metrics, Twirp error, shedding
+//! and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -39,6 +40,8 @@ pub struct GrpcApp {
     pub adaptive_limit: crate::adaptive::AdaptiveLimitSettings,
     /// TLS on the gRPC port (`server.tls`); the files are checked when serving starts.
     pub tls: ServerTlsSettings,
+    /// Whether server reflection is served (`server.reflection`).
+    pub reflection: bool,
 }
 
 impl GrpcApp {
@@ -62,6 +65,7 @@ impl GrpcApp {
             max_concurrent_requests: server.max_concurrent_requests,
             adaptive_limit: server.adaptive_limit.clone(),
             tls: server.tls.clone(),
+            reflection: server.reflection,
         }
     }
 }
@@ -135,6 +139,7 @@ pub async fn serve(
         max_concurrent_requests,
         adaptive_limit,
         tls,
+        reflection,
     } = app;
     crate::faults::validate(&faults).map_err(ServeError::Settings)?;
     if adaptive_limit.enabled {
@@ -154,18 +159,20 @@ pub async fn serve(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let routes = routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let mut routes = routes.add_service(health_service);
+    if reflection {
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        routes = routes
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+    }
 
     let rpc_metrics = GrpcMetrics::register(&mut registry);
     let shed = ShedLayer::new(max_concurrent_requests, &adaptive_limit, &mut registry);

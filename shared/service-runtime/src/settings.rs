@@ -109,6 +109,15 @@ pub struct ServerSettings {
     /// calls (off by default); see [`crate::adaptive`].
     #[serde(default)]
     pub adaptive_limit: crate::adaptive::AdaptiveLimitSettings,
+    /// Whether gRPC server reflection (v1 and v1alpha) is served: on for local use, so that
+    /// grpcurl and gatewayctl-less tools can list the APIs; off in production, where it would
+    /// hand every caller the full API surface. Off, the reflection services are UNIMPLEMENTED.
+    #[serde(default = "reflection_by_default")]
+    pub reflection: bool,
+}
+
+fn reflection_by_default() -> bool {
+    true
 }
 
 #[cfg(test)]
