@@ -1149,3 +1149,172 @@ fn drift_is_reported() {
         );
     }
 }
+
+/// Files that make up the top-level Compose topology, and what each may publish on the host.
+const COMPOSE_TOPOLOGY: [&str; 3] = [
+    "deploy/compose.yaml",
+    "deploy/compose.postgres.yaml",
+    "deploy/compose.debug-ports.yaml",
+];
+
+/// The host address and container port of a Compose port mapping (`"8080:80"`,
+/// `"127.0.0.1:8080:80/tcp"`, `80`, or the long form with `host_ip` and `target`); the host
+/// address is `None` when the port is published on every interface.
+fn compose_published(entry: &Value) -> (Option<String>, Option<u16>) {
+    let port = compose_container_port(entry);
+    let host = match entry {
+        Value::Mapping(_) => str_of(entry, "host_ip").map(str::to_owned),
+        other => scalar(other).and_then(|text| {
+            let parts: Vec<&str> = text.split(':').collect();
+            (parts.len() == 3).then(|| parts[0].to_owned())
+        }),
+    };
+    (
+        host.filter(|host| !host.is_empty() && host != "0.0.0.0"),
+        port,
+    )
+}
+
+/// What the Compose topology publishes on the host: the gateways' ports by default, never a
+/// foundation service's or the database's; the foundation's ports, on loopback only, with the
+/// debugging override. Problems are returned, each naming its file.
+fn check_published_ports(
+    binaries: &BTreeMap<&'static str, Binary>,
+    files: &[(String, String)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for file in COMPOSE_TOPOLOGY {
+        let Some((_, text)) = files.iter().find(|(path, _)| path == file) else {
+            problems.push(format!("{file} is missing"));
+            continue;
+        };
+        let docs = documents(text).unwrap_or_default();
+        let Some(services) = docs
+            .first()
+            .and_then(|doc| doc.get("services"))
+            .and_then(Value::as_mapping)
+        else {
+            problems.push(format!("{file}: no services"));
+            continue;
+        };
+        let debug = file.ends_with("debug-ports.yaml");
+        let mut published_foundations = BTreeSet::new();
+        for (name, service) in services {
+            let name = name.as_str().unwrap_or_default();
+            let binary = match str_of(service, "image") {
+                Some(image) => image_binary(binaries, image).ok().flatten(),
+                None => binaries.get(name),
+            };
+            let ports: Vec<_> = seq_of(service, "ports")
+                .iter()
+                .map(compose_published)
+                .collect();
+            match binary {
+                Some(binary) if binary.is_gateway() => {
+                    if debug && !ports.is_empty() {
+                        problems.push(format!(
+                            "{file}: {name} is published by compose.yaml, not the debugging override"
+                        ));
+                    }
+                    if file == "deploy/compose.yaml"
+                        && !ports
+                            .iter()
+                            .any(|(_, port)| *port == Some(binary.grpc_port))
+                    {
+                        problems.push(format!("{file}: {name} does not publish its gRPC port"));
+                    }
+                }
+                Some(binary) if debug => {
+                    for (host, port) in &ports {
+                        if host.as_deref() != Some("127.0.0.1") {
+                            problems.push(format!(
+                                "{file}: {name} publishes {port:?} beyond the loopback interface"
+                            ));
+                        }
+                    }
+                    let wanted = [Some(binary.grpc_port), Some(binary.metrics_port)];
+                    if wanted
+                        .iter()
+                        .all(|port| ports.iter().any(|(_, published)| published == port))
+                    {
+                        published_foundations.insert(binary.name);
+                    }
+                }
+                _ => {
+                    if !ports.is_empty() {
+                        problems.push(format!(
+                            "{file}: {name} publishes {ports:?}; only the gateways are published by default"
+                        ));
+                    }
+                }
+            }
+        }
+        if debug {
+            for binary in binaries.values().filter(|binary| !binary.is_gateway()) {
+                if !published_foundations.contains(binary.name) {
+                    problems.push(format!(
+                        "{file}: does not publish the gRPC and metrics ports of {}",
+                        binary.name
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The foundation services have no caller authentication of their own, so the Compose topology
+/// keeps them on its internal network unless the debugging override is added.
+#[test]
+fn compose_publishes_only_the_gateways_unless_debugging() {
+    let binaries = binaries();
+    let files = deploy_files();
+    let problems = check_published_ports(&binaries, &files);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // The check catches what it is for.
+    let cases = [
+        (
+            "deploy/compose.yaml",
+            "    volumes: [counts-data:/data]\n",
+            "    volumes: [counts-data:/data]\n    ports: [\"50064:50064\"]\n",
+            "deploy/compose.yaml: counts publishes",
+        ),
+        (
+            "deploy/compose.postgres.yaml",
+            "    command: [\"postgres\"",
+            "    ports: [\"5432:5432\"]\n    command: [\"postgres\"",
+            "deploy/compose.postgres.yaml: postgres publishes",
+        ),
+        (
+            "deploy/compose.debug-ports.yaml",
+            "\"127.0.0.1:50061:50061\"",
+            "\"50061:50061\"",
+            "tracks publishes Some(50061) beyond the loopback interface",
+        ),
+        (
+            "deploy/compose.debug-ports.yaml",
+            "\"127.0.0.1:9063:9063\"",
+            "\"127.0.0.1:50063:50063\"",
+            "does not publish the gRPC and metrics ports of follows",
+        ),
+    ];
+    for (file, from, to, expected) in cases {
+        let edited: Vec<(String, String)> = files
+            .iter()
+            .map(|(path, text)| {
+                if path == file {
+                    assert!(text.contains(from), "{file} no longer holds {from:?}");
+                    (path.clone(), text.replacen(from, to, 1))
+                } else {
+                    (path.clone(), text.clone())
+                }
+            })
+            .collect();
+        let problems = check_published_ports(&binaries, &edited);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "editing {file} ({from:?} -> {to:?}) was not reported as {expected:?}; got {problems:#?}"
+        );
+    }
+}
