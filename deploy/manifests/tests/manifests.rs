@@ -14,9 +14,12 @@
 //! - health checks and probes ask grpc.health.v1: `/app/service health` or a native gRPC probe
 //!   on the gRPC port;
 //! - Kubernetes workloads keep their probes, resources and non-root, read-only security context,
-//!   NetworkPolicies admit gRPC only from BFFs (gateways) or gateways and relays (foundation) and
+//!   NetworkPolicies admit gRPC only from BFFs of a named namespace (gateways) or from each
+//!   gateway in the namespace its kustomizations deploy it to and the relays (foundation), and
 //!   metrics only from the monitoring namespace, no Secret is committed, and kustomizations
-//!   refer to files that exist and to known images.
+//!   refer to files that exist and to known images;
+//! - the Compose topology publishes only the gateways' ports on the host, and the foundation's
+//!   only with `deploy/compose.debug-ports.yaml`, on loopback.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -528,6 +531,7 @@ fn check_kubernetes(
             }
         }
     }
+    let namespaces = deployed_namespaces(binaries, objects);
     let mut deployments = BTreeSet::new();
     for (path, object) in objects {
         if str_of(object, "kind") != Some("Deployment") {
@@ -616,7 +620,7 @@ fn check_kubernetes(
                 }
             }
             "NetworkPolicy" => {
-                check_network_policy(binaries, report, path, &at, name, spec);
+                check_network_policy(binaries, report, path, &at, name, spec, &namespaces);
             }
             "Kustomization" => check_kustomization(binaries, report, path, object),
             "Secret" => report.problem(
@@ -878,6 +882,32 @@ fn check_service_ports(report: &mut Report, path: &str, at: &str, binary: &Binar
     }
 }
 
+/// The namespaces each binary is deployed to: the `namespace` of every kustomization that
+/// sets the binary's image.
+fn deployed_namespaces(
+    binaries: &BTreeMap<&'static str, Binary>,
+    objects: &[(&str, Value)],
+) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut namespaces: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    for (_, object) in objects {
+        if str_of(object, "kind") != Some("Kustomization") {
+            continue;
+        }
+        let Some(namespace) = str_of(object, "namespace") else {
+            continue;
+        };
+        for image in seq_of(object, "images") {
+            if let Ok(Some(binary)) = image_binary(binaries, str_of(image, "name").unwrap_or("")) {
+                namespaces
+                    .entry(binary.name)
+                    .or_default()
+                    .insert(namespace.to_owned());
+            }
+        }
+    }
+    namespaces
+}
+
 fn check_network_policy(
     binaries: &BTreeMap<&'static str, Binary>,
     report: &mut Report,
@@ -885,6 +915,7 @@ fn check_network_policy(
     at: &str,
     name: &str,
     spec: &Value,
+    namespaces: &BTreeMap<&'static str, BTreeSet<String>>,
 ) {
     let labels = spec.get("podSelector").and_then(|s| s.get("matchLabels"));
     let Some(binary) = labelled_binary(binaries, labels, name) else {
@@ -927,8 +958,8 @@ fn check_network_policy(
                 }
             } else if port == u64::from(binary.grpc_port) {
                 for peer in peers {
-                    if !grpc_peer_allowed(binary, peer) {
-                        report.problem(path, format!("{at}: gRPC open to {peer:?}"));
+                    if let Err(why) = grpc_peer_allowed(binary, peer, namespaces) {
+                        report.problem(path, format!("{at}: gRPC open to {peer:?}: {why}"));
                     }
                 }
             } else {
@@ -947,26 +978,52 @@ fn check_network_policy(
         .insert(("NetworkPolicy".to_owned(), binary.name.to_owned()));
 }
 
-/// Gateways admit BFFs; foundation services admit gateways and, for counts, the relays.
-fn grpc_peer_allowed(binary: &Binary, peer: &Value) -> bool {
+/// Gateways admit BFFs of one named namespace; foundation services admit each gateway from
+/// the namespace its kustomizations deploy it to (namespace and pod labels in the same `from`
+/// element, so that both must match) and, for counts, the relays of its own namespace.
+fn grpc_peer_allowed(
+    binary: &Binary,
+    peer: &Value,
+    namespaces: &BTreeMap<&'static str, BTreeSet<String>>,
+) -> Result<(), String> {
     if peer.get("ipBlock").is_some() {
-        return false;
+        return Err("an ipBlock".into());
     }
     let Some(pods) = peer.get("podSelector") else {
-        return false;
+        return Err("no podSelector: every pod of the namespaces".into());
     };
-    let component = pods
-        .get("matchLabels")
-        .and_then(|l| str_of(l, "app.kubernetes.io/component"));
+    let labels = pods.get("matchLabels");
+    let component = labels.and_then(|l| str_of(l, "app.kubernetes.io/component"));
+    let namespace = pinned_namespace(peer);
     if binary.is_gateway() {
-        return component == Some("bff");
+        return match (component, namespace) {
+            (Some("bff"), Some(_)) => Ok(()),
+            (Some("bff"), None) => Err("BFFs of any namespace".into()),
+            _ => Err("pods that are not BFFs".into()),
+        };
     }
     if component == Some("gateway") {
-        return true;
+        let Some(gateway) = labels
+            .and_then(|l| str_of(l, "app.kubernetes.io/name"))
+            .filter(|name| GATEWAYS.contains(name))
+        else {
+            return Err("gateway pods not named after a gateway".into());
+        };
+        let Some(namespace) = namespace else {
+            return Err(format!("{gateway} pods of any namespace"));
+        };
+        let deployed = namespaces.get(gateway).cloned().unwrap_or_default();
+        return if deployed.contains(namespace) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{gateway} pods of the namespace {namespace}, but it is deployed to {deployed:?}"
+            ))
+        };
     }
     // The relays: only counts, only from pods of tracks, likes and follows in its namespace.
     let expressions = seq_of(pods, "matchExpressions");
-    binary.name == "counts"
+    let relays = binary.name == "counts"
         && peer.get("namespaceSelector").is_none()
         && !expressions.is_empty()
         && expressions.iter().all(|expression| {
@@ -975,7 +1032,20 @@ fn grpc_peer_allowed(binary: &Binary, peer: &Value) -> bool {
                 && seq_of(expression, "values")
                     .iter()
                     .all(|v| v.as_str().is_some_and(|v| RELAYS.contains(&v)))
-        })
+        });
+    if relays {
+        Ok(())
+    } else {
+        Err("neither a gateway nor a relay of counts".into())
+    }
+}
+
+/// The namespace a peer's `namespaceSelector` pins by `kubernetes.io/metadata.name` (a label
+/// the API server sets from the name, which nobody can change); `None` when it selects any
+/// namespace (`{}`) or namespaces by labels their owners may set.
+fn pinned_namespace(peer: &Value) -> Option<&str> {
+    let labels = peer.get("namespaceSelector")?.get("matchLabels")?;
+    str_of(labels, "kubernetes.io/metadata.name")
 }
 
 fn check_kustomization(
@@ -1124,6 +1194,30 @@ fn drift_is_reported() {
             "matchLabels:\n              app.kubernetes.io/component: bff",
             "matchLabels:\n              app.kubernetes.io/component: gateway",
             "gRPC open to",
+        ),
+        (
+            "deploy/consumer/k8s/base/networkpolicy.yaml",
+            "namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: bff\n",
+            "namespaceSelector: {}\n",
+            "BFFs of any namespace",
+        ),
+        (
+            "deploy/foundation/k8s/base/networkpolicy.yaml",
+            "namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: consumer\n",
+            "namespaceSelector: {}\n",
+            "consumer-gateway pods of any namespace",
+        ),
+        (
+            "deploy/foundation/k8s/base/networkpolicy.yaml",
+            "kubernetes.io/metadata.name: creator\n",
+            "kubernetes.io/metadata.name: consumer\n",
+            "creator-gateway pods of the namespace consumer, but it is deployed to",
+        ),
+        (
+            "deploy/foundation/k8s/base/networkpolicy.yaml",
+            "app.kubernetes.io/name: consumer-gateway\n              app.kubernetes.io/component: gateway\n",
+            "app.kubernetes.io/component: gateway\n",
+            "gateway pods not named after a gateway",
         ),
     ];
     for (file, from, to, expected) in cases {
