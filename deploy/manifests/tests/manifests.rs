@@ -742,7 +742,8 @@ fn check_deployment<'b>(
             let Some(probe) = container.get(probe_kind) else {
                 continue;
             };
-            if let Some(grpc_probe) = probe.get("grpc") {
+            // A patch that swaps a gRPC probe for an exec one sets `grpc: null`.
+            if let Some(grpc_probe) = probe.get("grpc").filter(|grpc| !grpc.is_null()) {
                 let port = grpc_probe.get("port").and_then(Value::as_u64);
                 if port != Some(u64::from(grpc)) {
                     report.problem(
