@@ -9,10 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use protos::{
-    consumer::v1::{GetTrackRequest, LikeTrackRequest},
-    foundation::likes::v1::BatchGetReactionsRequest,
-};
+use protos::consumer::v1::{GetTrackRequest, LikeTrackRequest};
 use tonic::Code;
 
 use crate::{Endpoints, eventually, mask, scenarios::likes_count, signed, unique};
@@ -251,19 +248,10 @@ pub async fn kill_mid_writes(e: &Endpoints, compose: &Compose, figures: &mut Fig
         "writes resumed after the restart"
     );
 
-    let mut likes = e.likes().await;
+    // Through the gateway: the Compose topology publishes no foundation port.
     let mut stored = 0;
     for user in &users {
-        let reactions = likes
-            .batch_get_reactions(BatchGetReactionsRequest {
-                user_id: user.clone(),
-                track_ids: vec![TRACK.into()],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .reactions;
-        let liked = reactions.first().is_some_and(|r| r.liked);
+        let liked = likes_count(e, TRACK, user).await.1;
         assert!(
             liked || !acknowledged.contains(user),
             "acknowledged like of {user} was lost"

@@ -18,14 +18,12 @@ use authorization::token::mint_development_token;
 use protos::{
     consumer::v1::consumer_gateway_client::ConsumerGatewayClient,
     creator::v1::creator_gateway_client::CreatorGatewayClient,
-    foundation::{
-        counts::v1::counts_service_client::CountsServiceClient,
-        likes::v1::likes_service_client::LikesServiceClient,
-    },
 };
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
-/// Where the topology's services listen (`http://host:port`).
+/// Where the topology's services listen (`http://host:port`). The scenarios call the gateways
+/// only, as a BFF would; the foundation endpoints serve in-process checks, since the Compose
+/// topology publishes no foundation port (unless deploy/compose.debug-ports.yaml is added).
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub consumer: String,
@@ -59,14 +57,6 @@ impl Endpoints {
 
     pub async fn creator(&self) -> CreatorGatewayClient<Channel> {
         CreatorGatewayClient::new(channel(&self.creator).await)
-    }
-
-    pub async fn likes(&self) -> LikesServiceClient<Channel> {
-        LikesServiceClient::new(channel(&self.likes).await)
-    }
-
-    pub async fn counts(&self) -> CountsServiceClient<Channel> {
-        CountsServiceClient::new(channel(&self.counts).await)
     }
 }
 

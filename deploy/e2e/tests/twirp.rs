@@ -1,8 +1,10 @@
 //! Twirp v7 on both gateways' gRPC ports, through a plain HTTP/1.1 client: JSON and protobuf
-//! bodies, canonical JSON (masks, 64-bit integers, enums), Twirp errors, and the consumer's
-//! authorization matrix giving the same outcome, and the same not-found message, as gRPC.
+//! bodies, canonical JSON (masks, 64-bit integers, enums), Twirp errors (those of calls the
+//! serve loop refuses before the Twirp router too), and the consumer's authorization matrix
+//! giving the same outcome, and the same not-found message, as gRPC. Also: server reflection
+//! follows `server.reflection`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use authorization::token::mint_development_token;
 use e2e::{
@@ -11,13 +13,21 @@ use e2e::{
 };
 use prost::Message;
 use protos::{
-    consumer::v1::{self as consumer, BatchGetTracksRequest, GetTrackRequest, LikeTrackRequest},
+    consumer::v1::{
+        self as consumer, BatchGetTracksRequest, GetTrackRequest, LikeTrackRequest,
+        consumer_gateway_client::ConsumerGatewayClient,
+    },
     creator::v1 as creator,
     foundation::tracks::v1::{
         BatchGetTracksRequest as FoundationBatch, tracks_service_client::TracksServiceClient,
     },
 };
 use serde_json::{Value, json};
+use service_runtime::{
+    faults::{FaultCode, FaultSettings, MethodFault},
+    spawn::Running,
+};
+use tonic_reflection::pb::{v1, v1alpha};
 use topology::{Options, Topology};
 use twirp_bridge::TwirpCode;
 
@@ -578,4 +588,177 @@ async fn creator_gateway_over_twirp(e: &Endpoints) {
     )
     .await;
     assert_eq!((deleted.status, deleted.json()), (200, json!({})));
+}
+
+/// A consumer gateway of its own, with `change` applied to its defaults; its upstreams are
+/// never reached by the calls made to it.
+async fn lone_gateway(change: impl FnOnce(&mut consumer_gateway::Settings)) -> Running {
+    let mut settings = consumer_gateway::Settings::defaults();
+    settings.server.drain_timeout_ms = 1000;
+    change(&mut settings);
+    let gateway = Running::ephemeral("consumer-gateway", move |listeners, shutdown| {
+        consumer_gateway::run(settings, listeners, shutdown)
+    })
+    .await
+    .unwrap();
+    gateway
+        .wait_serving(Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    gateway
+}
+
+/// A Twirp error as the Twirp v7 specification has it: the HTTP status of its code, JSON, and a
+/// body of `code`, `msg` and `meta`.
+fn assert_twirp_error(response: &e2e::twirp::HttpResponse, status: u16, code: &str, says: &str) {
+    assert_eq!(
+        response.status,
+        status,
+        "{:?}: {}",
+        response.headers,
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(response.header("content-type"), Some(JSON));
+    let error = response.json();
+    assert_eq!(error["code"], code, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains(says), "{error}");
+    assert!(error["meta"].is_object(), "{error}");
+}
+
+const EXPLAIN: &str = "consumer.v1.ConsumerGateway/ExplainReadMask";
+
+/// Calls the serve loop refuses before the Twirp router sees them (an injected fault, the
+/// concurrency limit) are Twirp errors like every other, not bare HTTP statuses.
+#[tokio::test]
+async fn twirp_calls_refused_by_faults_or_the_concurrency_limit_get_twirp_errors() {
+    let gateway = lone_gateway(|settings| {
+        settings.server.max_concurrent_requests = 1;
+        settings.faults = FaultSettings::from([
+            (
+                "BatchGetTracks".to_owned(),
+                MethodFault {
+                    latency_ms: 0,
+                    error_rate: 1.0,
+                    code: FaultCode::Unavailable,
+                },
+            ),
+            (
+                // Holds the one place while the shed calls arrive.
+                "GetTrack".to_owned(),
+                MethodFault {
+                    latency_ms: 60_000,
+                    error_rate: 0.0,
+                    code: FaultCode::Unavailable,
+                },
+            ),
+        ]);
+    })
+    .await;
+    let base = gateway.url();
+    let anyone = token(None, "US");
+
+    let body = json!({"trackIds": ["trk_00001"], "readMask": "id"});
+    let faulted = post(
+        &base,
+        BATCH,
+        JSON,
+        Some(&anyone),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_twirp_error(&faulted, 503, "unavailable", "injected fault");
+
+    // One GetTrack over gRPC holds the limit (retried until it is the one admitted, should a
+    // probe below take the place first); then every other call is shed.
+    let holder = tokio::spawn({
+        let base = base.clone();
+        async move {
+            let mut client = ConsumerGatewayClient::new(e2e::channel(&base).await);
+            loop {
+                let request = signed(
+                    GetTrackRequest {
+                        track_id: "trk_00001".into(),
+                        read_mask: mask(&["id"]),
+                        secret_token: None,
+                    },
+                    None,
+                    "US",
+                );
+                match client.get_track(request).await {
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => continue,
+                    _ => break,
+                }
+            }
+        }
+    });
+    let shed = e2e::eventually("a Twirp call to be shed", Duration::from_secs(10), || {
+        let (base, anyone) = (base.clone(), anyone.clone());
+        async move {
+            let response = post(&base, EXPLAIN, JSON, Some(&anyone), br#"{"readMask":"id"}"#).await;
+            (response.status != 200).then_some(response)
+        }
+    })
+    .await;
+    assert_twirp_error(&shed, 429, "resource_exhausted", "concurrency limit");
+    holder.abort();
+    gateway.stop().await.unwrap();
+}
+
+/// Reflection is on by default and off by `server.reflection = false`, where both reflection
+/// versions answer UNIMPLEMENTED.
+#[tokio::test]
+async fn reflection_can_be_turned_off() {
+    let on = lone_gateway(|_| {}).await;
+    list_services_v1(&on.url()).await.unwrap();
+    list_services_v1alpha(&on.url()).await.unwrap();
+    on.stop().await.unwrap();
+
+    let off = lone_gateway(|settings| settings.server.reflection = false).await;
+    for status in [
+        list_services_v1(&off.url()).await.unwrap_err(),
+        list_services_v1alpha(&off.url()).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    }
+    off.stop().await.unwrap();
+}
+
+/// Asks reflection v1 for the services and reads the answer.
+async fn list_services_v1(base: &str) -> Result<(), tonic::Status> {
+    use v1::server_reflection_request::MessageRequest;
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(e2e::channel(base).await);
+    let ask = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await?
+        .into_inner();
+    responses
+        .message()
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| tonic::Status::unknown("no answer"))
+}
+
+/// The same through reflection v1alpha, which grpcurl still asks first.
+async fn list_services_v1alpha(base: &str) -> Result<(), tonic::Status> {
+    use v1alpha::server_reflection_request::MessageRequest;
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(e2e::channel(base).await);
+    let ask = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await?
+        .into_inner();
+    responses
+        .message()
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| tonic::Status::unknown("no answer"))
 }

@@ -14,9 +14,12 @@
 //! - health checks and probes ask grpc.health.v1: `/app/service health` or a native gRPC probe
 //!   on the gRPC port;
 //! - Kubernetes workloads keep their probes, resources and non-root, read-only security context,
-//!   NetworkPolicies admit gRPC only from BFFs (gateways) or gateways and relays (foundation) and
+//!   NetworkPolicies admit gRPC only from BFFs of a named namespace (gateways) or from each
+//!   gateway in the namespace its kustomizations deploy it to and the relays (foundation), and
 //!   metrics only from the monitoring namespace, no Secret is committed, and kustomizations
-//!   refer to files that exist and to known images.
+//!   refer to files that exist and to known images;
+//! - the Compose topology publishes only the gateways' ports on the host, and the foundation's
+//!   only with `deploy/compose.debug-ports.yaml`, on loopback.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -528,6 +531,7 @@ fn check_kubernetes(
             }
         }
     }
+    let namespaces = deployed_namespaces(binaries, objects);
     let mut deployments = BTreeSet::new();
     for (path, object) in objects {
         if str_of(object, "kind") != Some("Deployment") {
@@ -616,7 +620,7 @@ fn check_kubernetes(
                 }
             }
             "NetworkPolicy" => {
-                check_network_policy(binaries, report, path, &at, name, spec);
+                check_network_policy(binaries, report, path, &at, name, spec, &namespaces);
             }
             "Kustomization" => check_kustomization(binaries, report, path, object),
             "Secret" => report.problem(
@@ -738,7 +742,8 @@ fn check_deployment<'b>(
             let Some(probe) = container.get(probe_kind) else {
                 continue;
             };
-            if let Some(grpc_probe) = probe.get("grpc") {
+            // A patch that swaps a gRPC probe for an exec one sets `grpc: null`.
+            if let Some(grpc_probe) = probe.get("grpc").filter(|grpc| !grpc.is_null()) {
                 let port = grpc_probe.get("port").and_then(Value::as_u64);
                 if port != Some(u64::from(grpc)) {
                     report.problem(
@@ -878,6 +883,32 @@ fn check_service_ports(report: &mut Report, path: &str, at: &str, binary: &Binar
     }
 }
 
+/// The namespaces each binary is deployed to: the `namespace` of every kustomization that
+/// sets the binary's image.
+fn deployed_namespaces(
+    binaries: &BTreeMap<&'static str, Binary>,
+    objects: &[(&str, Value)],
+) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut namespaces: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    for (_, object) in objects {
+        if str_of(object, "kind") != Some("Kustomization") {
+            continue;
+        }
+        let Some(namespace) = str_of(object, "namespace") else {
+            continue;
+        };
+        for image in seq_of(object, "images") {
+            if let Ok(Some(binary)) = image_binary(binaries, str_of(image, "name").unwrap_or("")) {
+                namespaces
+                    .entry(binary.name)
+                    .or_default()
+                    .insert(namespace.to_owned());
+            }
+        }
+    }
+    namespaces
+}
+
 fn check_network_policy(
     binaries: &BTreeMap<&'static str, Binary>,
     report: &mut Report,
@@ -885,6 +916,7 @@ fn check_network_policy(
     at: &str,
     name: &str,
     spec: &Value,
+    namespaces: &BTreeMap<&'static str, BTreeSet<String>>,
 ) {
     let labels = spec.get("podSelector").and_then(|s| s.get("matchLabels"));
     let Some(binary) = labelled_binary(binaries, labels, name) else {
@@ -927,8 +959,8 @@ fn check_network_policy(
                 }
             } else if port == u64::from(binary.grpc_port) {
                 for peer in peers {
-                    if !grpc_peer_allowed(binary, peer) {
-                        report.problem(path, format!("{at}: gRPC open to {peer:?}"));
+                    if let Err(why) = grpc_peer_allowed(binary, peer, namespaces) {
+                        report.problem(path, format!("{at}: gRPC open to {peer:?}: {why}"));
                     }
                 }
             } else {
@@ -947,26 +979,52 @@ fn check_network_policy(
         .insert(("NetworkPolicy".to_owned(), binary.name.to_owned()));
 }
 
-/// Gateways admit BFFs; foundation services admit gateways and, for counts, the relays.
-fn grpc_peer_allowed(binary: &Binary, peer: &Value) -> bool {
+/// Gateways admit BFFs of one named namespace; foundation services admit each gateway from
+/// the namespace its kustomizations deploy it to (namespace and pod labels in the same `from`
+/// element, so that both must match) and, for counts, the relays of its own namespace.
+fn grpc_peer_allowed(
+    binary: &Binary,
+    peer: &Value,
+    namespaces: &BTreeMap<&'static str, BTreeSet<String>>,
+) -> Result<(), String> {
     if peer.get("ipBlock").is_some() {
-        return false;
+        return Err("an ipBlock".into());
     }
     let Some(pods) = peer.get("podSelector") else {
-        return false;
+        return Err("no podSelector: every pod of the namespaces".into());
     };
-    let component = pods
-        .get("matchLabels")
-        .and_then(|l| str_of(l, "app.kubernetes.io/component"));
+    let labels = pods.get("matchLabels");
+    let component = labels.and_then(|l| str_of(l, "app.kubernetes.io/component"));
+    let namespace = pinned_namespace(peer);
     if binary.is_gateway() {
-        return component == Some("bff");
+        return match (component, namespace) {
+            (Some("bff"), Some(_)) => Ok(()),
+            (Some("bff"), None) => Err("BFFs of any namespace".into()),
+            _ => Err("pods that are not BFFs".into()),
+        };
     }
     if component == Some("gateway") {
-        return true;
+        let Some(gateway) = labels
+            .and_then(|l| str_of(l, "app.kubernetes.io/name"))
+            .filter(|name| GATEWAYS.contains(name))
+        else {
+            return Err("gateway pods not named after a gateway".into());
+        };
+        let Some(namespace) = namespace else {
+            return Err(format!("{gateway} pods of any namespace"));
+        };
+        let deployed = namespaces.get(gateway).cloned().unwrap_or_default();
+        return if deployed.contains(namespace) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{gateway} pods of the namespace {namespace}, but it is deployed to {deployed:?}"
+            ))
+        };
     }
     // The relays: only counts, only from pods of tracks, likes and follows in its namespace.
     let expressions = seq_of(pods, "matchExpressions");
-    binary.name == "counts"
+    let relays = binary.name == "counts"
         && peer.get("namespaceSelector").is_none()
         && !expressions.is_empty()
         && expressions.iter().all(|expression| {
@@ -975,7 +1033,20 @@ fn grpc_peer_allowed(binary: &Binary, peer: &Value) -> bool {
                 && seq_of(expression, "values")
                     .iter()
                     .all(|v| v.as_str().is_some_and(|v| RELAYS.contains(&v)))
-        })
+        });
+    if relays {
+        Ok(())
+    } else {
+        Err("neither a gateway nor a relay of counts".into())
+    }
+}
+
+/// The namespace a peer's `namespaceSelector` pins by `kubernetes.io/metadata.name` (a label
+/// the API server sets from the name, which nobody can change); `None` when it selects any
+/// namespace (`{}`) or namespaces by labels their owners may set.
+fn pinned_namespace(peer: &Value) -> Option<&str> {
+    let labels = peer.get("namespaceSelector")?.get("matchLabels")?;
+    str_of(labels, "kubernetes.io/metadata.name")
 }
 
 fn check_kustomization(
@@ -1125,6 +1196,30 @@ fn drift_is_reported() {
             "matchLabels:\n              app.kubernetes.io/component: gateway",
             "gRPC open to",
         ),
+        (
+            "deploy/consumer/k8s/base/networkpolicy.yaml",
+            "namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: bff\n",
+            "namespaceSelector: {}\n",
+            "BFFs of any namespace",
+        ),
+        (
+            "deploy/foundation/k8s/base/networkpolicy.yaml",
+            "namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: consumer\n",
+            "namespaceSelector: {}\n",
+            "consumer-gateway pods of any namespace",
+        ),
+        (
+            "deploy/foundation/k8s/base/networkpolicy.yaml",
+            "kubernetes.io/metadata.name: creator\n",
+            "kubernetes.io/metadata.name: consumer\n",
+            "creator-gateway pods of the namespace consumer, but it is deployed to",
+        ),
+        (
+            "deploy/foundation/k8s/base/networkpolicy.yaml",
+            "app.kubernetes.io/name: consumer-gateway\n              app.kubernetes.io/component: gateway\n",
+            "app.kubernetes.io/component: gateway\n",
+            "gateway pods not named after a gateway",
+        ),
     ];
     for (file, from, to, expected) in cases {
         let edited: Vec<(String, String)> = files
@@ -1146,6 +1241,175 @@ fn drift_is_reported() {
                 .any(|p| p.starts_with(file) && p.contains(expected)),
             "editing {file} ({from:?} -> {to:?}) was not reported as {expected:?}; got {:#?}",
             report.problems
+        );
+    }
+}
+
+/// Files that make up the top-level Compose topology, and what each may publish on the host.
+const COMPOSE_TOPOLOGY: [&str; 3] = [
+    "deploy/compose.yaml",
+    "deploy/compose.postgres.yaml",
+    "deploy/compose.debug-ports.yaml",
+];
+
+/// The host address and container port of a Compose port mapping (`"8080:80"`,
+/// `"127.0.0.1:8080:80/tcp"`, `80`, or the long form with `host_ip` and `target`); the host
+/// address is `None` when the port is published on every interface.
+fn compose_published(entry: &Value) -> (Option<String>, Option<u16>) {
+    let port = compose_container_port(entry);
+    let host = match entry {
+        Value::Mapping(_) => str_of(entry, "host_ip").map(str::to_owned),
+        other => scalar(other).and_then(|text| {
+            let parts: Vec<&str> = text.split(':').collect();
+            (parts.len() == 3).then(|| parts[0].to_owned())
+        }),
+    };
+    (
+        host.filter(|host| !host.is_empty() && host != "0.0.0.0"),
+        port,
+    )
+}
+
+/// What the Compose topology publishes on the host: the gateways' ports by default, never a
+/// foundation service's or the database's; the foundation's ports, on loopback only, with the
+/// debugging override. Problems are returned, each naming its file.
+fn check_published_ports(
+    binaries: &BTreeMap<&'static str, Binary>,
+    files: &[(String, String)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for file in COMPOSE_TOPOLOGY {
+        let Some((_, text)) = files.iter().find(|(path, _)| path == file) else {
+            problems.push(format!("{file} is missing"));
+            continue;
+        };
+        let docs = documents(text).unwrap_or_default();
+        let Some(services) = docs
+            .first()
+            .and_then(|doc| doc.get("services"))
+            .and_then(Value::as_mapping)
+        else {
+            problems.push(format!("{file}: no services"));
+            continue;
+        };
+        let debug = file.ends_with("debug-ports.yaml");
+        let mut published_foundations = BTreeSet::new();
+        for (name, service) in services {
+            let name = name.as_str().unwrap_or_default();
+            let binary = match str_of(service, "image") {
+                Some(image) => image_binary(binaries, image).ok().flatten(),
+                None => binaries.get(name),
+            };
+            let ports: Vec<_> = seq_of(service, "ports")
+                .iter()
+                .map(compose_published)
+                .collect();
+            match binary {
+                Some(binary) if binary.is_gateway() => {
+                    if debug && !ports.is_empty() {
+                        problems.push(format!(
+                            "{file}: {name} is published by compose.yaml, not the debugging override"
+                        ));
+                    }
+                    if file == "deploy/compose.yaml"
+                        && !ports
+                            .iter()
+                            .any(|(_, port)| *port == Some(binary.grpc_port))
+                    {
+                        problems.push(format!("{file}: {name} does not publish its gRPC port"));
+                    }
+                }
+                Some(binary) if debug => {
+                    for (host, port) in &ports {
+                        if host.as_deref() != Some("127.0.0.1") {
+                            problems.push(format!(
+                                "{file}: {name} publishes {port:?} beyond the loopback interface"
+                            ));
+                        }
+                    }
+                    let wanted = [Some(binary.grpc_port), Some(binary.metrics_port)];
+                    if wanted
+                        .iter()
+                        .all(|port| ports.iter().any(|(_, published)| published == port))
+                    {
+                        published_foundations.insert(binary.name);
+                    }
+                }
+                _ => {
+                    if !ports.is_empty() {
+                        problems.push(format!(
+                            "{file}: {name} publishes {ports:?}; only the gateways are published by default"
+                        ));
+                    }
+                }
+            }
+        }
+        if debug {
+            for binary in binaries.values().filter(|binary| !binary.is_gateway()) {
+                if !published_foundations.contains(binary.name) {
+                    problems.push(format!(
+                        "{file}: does not publish the gRPC and metrics ports of {}",
+                        binary.name
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The foundation services have no caller authentication of their own, so the Compose topology
+/// keeps them on its internal network unless the debugging override is added.
+#[test]
+fn compose_publishes_only_the_gateways_unless_debugging() {
+    let binaries = binaries();
+    let files = deploy_files();
+    let problems = check_published_ports(&binaries, &files);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // The check catches what it is for.
+    let cases = [
+        (
+            "deploy/compose.yaml",
+            "    volumes: [counts-data:/data]\n",
+            "    volumes: [counts-data:/data]\n    ports: [\"50064:50064\"]\n",
+            "deploy/compose.yaml: counts publishes",
+        ),
+        (
+            "deploy/compose.postgres.yaml",
+            "    command: [\"postgres\"",
+            "    ports: [\"5432:5432\"]\n    command: [\"postgres\"",
+            "deploy/compose.postgres.yaml: postgres publishes",
+        ),
+        (
+            "deploy/compose.debug-ports.yaml",
+            "\"127.0.0.1:50061:50061\"",
+            "\"50061:50061\"",
+            "tracks publishes Some(50061) beyond the loopback interface",
+        ),
+        (
+            "deploy/compose.debug-ports.yaml",
+            "\"127.0.0.1:9063:9063\"",
+            "\"127.0.0.1:50063:50063\"",
+            "does not publish the gRPC and metrics ports of follows",
+        ),
+    ];
+    for (file, from, to, expected) in cases {
+        let edited: Vec<(String, String)> = files
+            .iter()
+            .map(|(path, text)| {
+                if path == file {
+                    assert!(text.contains(from), "{file} no longer holds {from:?}");
+                    (path.clone(), text.replacen(from, to, 1))
+                } else {
+                    (path.clone(), text.clone())
+                }
+            })
+            .collect();
+        let problems = check_published_ports(&binaries, &edited);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "editing {file} ({from:?} -> {to:?}) was not reported as {expected:?}; got {problems:#?}"
         );
     }
 }

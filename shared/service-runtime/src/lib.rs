@@ -11,14 +11,17 @@
 //!   trailers-only headers or the trailers, and as cancelled when the body is dropped first;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
 //! - [`ids`]: the id rule every service and gateway checks;
-//! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
+//! - [`serve`]: the gRPC serve loop with health, reflection (`server.reflection`) and graceful
+//!   shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
 //!
 //! Tower layers around every gRPC server, outermost first: [`drain::DrainLayer`] (so that a
 //! body any layer or handler answers without reading is drained, not dropped),
 //! [`otel::ServerTraceLayer`],
 //! [`metrics::GrpcMetricsLayer`] (so that shed calls and injected faults are traced and counted
-//! like real ones), [`shed::ShedLayer`], then [`faults::FaultLayer`]. Around every upstream
+//! like real ones), [`twirp_bridge::TwirpErrorLayer`] (so that a Twirp call the next two
+//! refuse gets a Twirp error, not a gRPC-shaped answer), [`shed::ShedLayer`], then
+//! [`faults::FaultLayer`]. Around every upstream
 //! channel, outermost first: [`otel::ClientTraceLayer`] (so that a call the open circuit refuses
 //! still shows in the trace), [`breaker::BreakerLayer`] (so that refused calls are not counted
 //! as upstream calls), then [`metrics::GrpcMetricsLayer`].

@@ -1,5 +1,6 @@
 //! The gRPC serve loop every service runs: its own routes plus `grpc.health.v1` and server
-//! reflection, the tracing, metrics, shedding and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
+//! reflection (unless `server.reflection` is off), the tracing, metrics, Twirp error, shedding
+//! and fault layers, Prometheus metrics over HTTP, and graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -44,6 +45,8 @@ pub struct GrpcApp {
     pub max_concurrent_streams: usize,
     /// How long one call may hold the server; see [`crate::bounds`].
     pub bounds: CallBounds,
+    /// Whether server reflection is served (`server.reflection`).
+    pub reflection: bool,
 }
 
 impl GrpcApp {
@@ -69,6 +72,7 @@ impl GrpcApp {
             tls: server.tls.clone(),
             max_concurrent_streams: server.max_concurrent_streams,
             bounds: server.call_bounds(),
+            reflection: server.reflection,
         }
     }
 }
@@ -144,6 +148,7 @@ pub async fn serve(
         tls,
         max_concurrent_streams,
         bounds,
+        reflection,
     } = app;
     crate::faults::validate(&faults).map_err(ServeError::Settings)?;
     if adaptive_limit.enabled {
@@ -163,18 +168,20 @@ pub async fn serve(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let routes = routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let mut routes = routes.add_service(health_service);
+    if reflection {
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        routes = routes
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+    }
 
     // Reflection describes the same APIs the metrics may name.
     let known = KnownMethods::from_descriptor_sets(&[
@@ -235,6 +242,9 @@ pub async fn serve(
         // Next, so that the server span covers shed calls and injected faults too.
         .layer(ServerTraceLayer)
         .layer(GrpcMetricsLayer::server(rpc_metrics, known.clone()))
+        // Outside every layer that may refuse a call in gRPC form, so that a refused Twirp
+        // call gets a Twirp error; inside metrics and tracing, which read the status either way.
+        .layer(twirp_bridge::TwirpErrorLayer)
         // Outside the limits, so that a call cut off by a bound frees its place.
         .layer(BoundsLayer::new(bounds, known))
         .layer(shed)

@@ -124,6 +124,15 @@ pub struct ServerSettings {
     /// the call (0: no bound).
     #[serde(default = "default_request_idle_timeout_ms")]
     pub request_idle_timeout_ms: u64,
+    /// Whether gRPC server reflection (v1 and v1alpha) is served: on for local use, so that
+    /// grpcurl and gatewayctl-less tools can list the APIs; off in production, where it would
+    /// hand every caller the full API surface. Off, the reflection services are UNIMPLEMENTED.
+    #[serde(default = "reflection_by_default")]
+    pub reflection: bool,
+}
+
+fn reflection_by_default() -> bool {
+    true
 }
 
 fn default_call_timeout_ms() -> u64 {

@@ -312,15 +312,9 @@ where
             }
             None => {
                 tracing::debug!(path = request.uri().path(), "shedding a call");
-                let twirp = request.uri().path().starts_with("/twirp/");
+                // In gRPC form whatever the protocol: the serve loop's Twirp layer, outside this
+                // one, answers a Twirp call with the Twirp error of the same status.
                 Box::pin(async move {
-                    if twirp {
-                        // Twirp clients read the HTTP status; a gRPC-style 200 would look like
-                        // an empty success to them.
-                        let mut response = Response::new(ResBody::default());
-                        *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
-                        return Ok(response);
-                    }
                     Ok(Status::resource_exhausted(
                         "the server is at its concurrency limit; retry with backoff",
                     )

@@ -173,6 +173,7 @@ mod tests {
                 drain_timeout_ms: 1000,
                 max_concurrent_requests: 0,
                 adaptive_limit: Default::default(),
+                reflection: true,
                 tls: Default::default(),
                 max_concurrent_streams: 0,
                 call_timeout_ms: 0,

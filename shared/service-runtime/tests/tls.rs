@@ -24,6 +24,7 @@ async fn start(tls: ServerTlsSettings) -> Running {
             drain_timeout_ms: 1000,
             max_concurrent_requests: 0,
             adaptive_limit: Default::default(),
+            reflection: true,
             tls,
             max_concurrent_streams: 0,
             call_timeout_ms: 0,

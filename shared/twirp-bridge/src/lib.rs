@@ -33,8 +33,12 @@
 //! - Response metadata (such as `x-degraded-fields`) becomes response headers.
 //! - Every response also carries `grpc-status` with the outcome's gRPC code, so the server's
 //!   RPC metrics layer (which reads that header) counts Twirp calls by their real outcome.
+//! - A Twirp call refused before it reaches this router (shed by the concurrency limit, an
+//!   injected fault) gets the same Twirp error JSON: [`TwirpErrorLayer`], in the serve loop,
+//!   translates the gRPC form those layers answer in.
 
 mod code;
+mod layer;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
@@ -48,6 +52,7 @@ use prost_reflect::{
 use tonic::{Status, metadata::MetadataMap, service::Interceptor};
 
 pub use code::TwirpCode;
+pub use layer::{TwirpErrorLayer, TwirpErrorService, error_response, is_twirp_path};
 
 /// The path prefix Twirp clients use by default.
 pub const PREFIX: &str = "/twirp";

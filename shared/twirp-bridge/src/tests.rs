@@ -282,3 +282,105 @@ async fn bodies_over_the_limit_are_refused() {
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["code"], "malformed", "{body}");
 }
+
+type Refusal = Result<http::Response<tonic::body::Body>, std::convert::Infallible>;
+
+/// A service that answers every call as the serve loop's shed and fault layers do: gRPC's
+/// trailers-only form of `status`.
+fn refusing(
+    status: Status,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Refusal> + Send + 'static,
+> {
+    tower::service_fn(move |_: http::Request<Body>| {
+        let status = status.clone();
+        async move { Ok(status.into_http()) }
+    })
+}
+
+/// One POST to `path` through [`TwirpErrorLayer`] around `inner`: the response and its body.
+async fn through_layer<S>(inner: S, path: &str) -> (http::response::Parts, Bytes)
+where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    let request = http::Request::post(path).body(Body::empty()).unwrap();
+    let response = tower::Layer::layer(&TwirpErrorLayer, inner)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(Body::new(body), usize::MAX)
+        .await
+        .unwrap();
+    (parts, body)
+}
+
+#[tokio::test]
+async fn a_twirp_call_refused_in_grpc_form_becomes_the_twirp_error_of_its_status() {
+    let shed = Status::resource_exhausted("the server is at its concurrency limit");
+    let (parts, body) = through_layer(
+        refusing(shed.clone()),
+        "/twirp/consumer.v1.ConsumerGateway/GetTrack",
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(parts.headers[header::CONTENT_TYPE], JSON);
+    // The RPC metrics still read the outcome.
+    assert_eq!(parts.headers["grpc-status"], "8");
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        error,
+        serde_json::json!({
+            "code": "resource_exhausted",
+            "msg": "the server is at its concurrency limit",
+            "meta": {}
+        })
+    );
+
+    // Read from the headers when the status is not in the extensions.
+    let headers_only = tower::service_fn(|_: http::Request<Body>| async {
+        let mut response = Status::unavailable("injected fault").into_http::<tonic::body::Body>();
+        response.extensions_mut().clear();
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let (parts, body) =
+        through_layer(headers_only, "/twirp/consumer.v1.ConsumerGateway/GetTrack").await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (&error["code"], &error["msg"]),
+        (
+            &serde_json::json!("unavailable"),
+            &serde_json::json!("injected fault")
+        )
+    );
+
+    // gRPC calls keep the gRPC form.
+    let (parts, body) =
+        through_layer(refusing(shed), "/consumer.v1.ConsumerGateway/GetTrack").await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["grpc-status"], "8");
+    assert!(body.is_empty());
+    assert!(!is_twirp_path("/twirpx/a.B/C"));
+    assert!(is_twirp_path("/twirp"));
+}
+
+#[tokio::test]
+async fn the_twirp_routers_own_answers_pass_unchanged() {
+    let router = tower::service_fn(|_: http::Request<Body>| async {
+        let response = TwirpError::new(TwirpCode::NotFound, "no such track").into_response();
+        Ok::<_, std::convert::Infallible>(response.map(tonic::body::Body::new))
+    });
+    let (parts, body) = through_layer(router, "/twirp/consumer.v1.ConsumerGateway/GetTrack").await;
+    assert_eq!(parts.status, StatusCode::NOT_FOUND);
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["msg"], "no such track");
+}

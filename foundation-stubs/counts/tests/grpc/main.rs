@@ -2,3 +2,4 @@
 //! SQLite and, when `TEST_DATABASE_URL` is set, on PostgreSQL too.
 
 mod apply_events;
+mod mutual_tls;
