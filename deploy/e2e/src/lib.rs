@@ -8,6 +8,7 @@
 
 pub use test_support::eventually;
 
+pub mod abuse;
 pub mod chaos;
 pub mod scenarios;
 pub mod twirp;

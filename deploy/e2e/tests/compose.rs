@@ -2,7 +2,7 @@
 //! Without `E2E_COMPOSE` (the Compose command of a running topology) it says so and skips.
 
 use e2e::{
-    Endpoints,
+    Endpoints, abuse,
     chaos::{self, Compose, Figures},
     scenarios,
 };
@@ -18,6 +18,13 @@ async fn the_scenarios_and_chaos_pass_on_the_compose_topology() {
     scenarios::like_converges(&endpoints).await;
     scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
     scenarios::twirp_reads(&endpoints).await;
+    let consumer_metrics = std::env::var("E2E_CONSUMER_METRICS")
+        .unwrap_or_else(|_| "127.0.0.1:9051".into())
+        .parse()
+        .expect("E2E_CONSUMER_METRICS is host:port");
+    abuse::unknown_paths_do_not_grow_the_metrics(&endpoints, consumer_metrics).await;
+    abuse::page_tokens_are_opaque_and_bound_to_their_caller(&endpoints).await;
+    abuse::stalled_calls_hold_nothing_for_long(&endpoints).await;
 
     let mut figures = Figures::default();
     chaos::counts_outage(&endpoints, &compose, &mut figures).await;

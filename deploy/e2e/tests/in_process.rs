@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e::{Endpoints, scenarios};
+use e2e::{Endpoints, abuse, scenarios};
 use topology::{Options, Topology};
 
 #[tokio::test]
@@ -28,5 +28,34 @@ async fn the_scenarios_pass_on_the_in_process_topology() {
     scenarios::like_converges(&endpoints).await;
     scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
     scenarios::twirp_reads(&endpoints).await;
+    topology.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_abuse_scenarios_pass_on_the_in_process_topology() {
+    let topology = Topology::start(Options {
+        seed_users: 200,
+        seed_tracks: 300,
+        ephemeral: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    topology.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let endpoints = Endpoints {
+        consumer: topology.consumer_gateway.url(),
+        creator: topology.creator_gateway.url(),
+        tracks: topology.tracks.url(),
+        likes: topology.likes.url(),
+        follows: topology.follows.url(),
+        counts: topology.counts.url(),
+    };
+    abuse::unknown_paths_do_not_grow_the_metrics(
+        &endpoints,
+        topology.consumer_gateway.metrics_addr,
+    )
+    .await;
+    abuse::page_tokens_are_opaque_and_bound_to_their_caller(&endpoints).await;
+    abuse::stalled_calls_hold_nothing_for_long(&endpoints).await;
     topology.stop().await.unwrap();
 }
