@@ -2,7 +2,7 @@
 //! store, and maps errors in one place ([`FoundationError`] into `Status`). The rules of a track
 //! live in `model.rs` and the upload protocol in `upload.rs`.
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use bytes::Bytes;
 use foundation_kit::{FoundationError, ids, page, time};
@@ -16,7 +16,7 @@ use protos::foundation::tracks::v1::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    AudioSettings, Limits,
+    AudioSettings, Limits, UploadSettings,
     model::{self, Change, GeoMode, Geoblocking, Metadata, Track, Visibility, check_metadata},
     store::{TracksStore, not_found},
     upload,
@@ -27,14 +27,21 @@ pub(crate) struct TracksApi {
     store: TracksStore,
     limits: Limits,
     audio: AudioSettings,
+    uploads: UploadSettings,
 }
 
 impl TracksApi {
-    pub(crate) fn new(store: TracksStore, limits: Limits, audio: AudioSettings) -> Self {
+    pub(crate) fn new(
+        store: TracksStore,
+        limits: Limits,
+        audio: AudioSettings,
+        uploads: UploadSettings,
+    ) -> Self {
         Self {
             store,
             limits,
             audio,
+            uploads,
         }
     }
 }
@@ -190,6 +197,7 @@ impl TracksService for TracksApi {
             given.owner_id,
             metadata,
             self.audio.max_bytes,
+            Duration::from_millis(self.uploads.idle_timeout_ms),
         ));
         let track = task.await.map_err(|error| {
             tracing::error!(%error, "upload task failed");
