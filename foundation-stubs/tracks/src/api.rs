@@ -6,13 +6,14 @@ use std::{pin::Pin, time::Duration};
 
 use bytes::Bytes;
 use foundation_kit::{FoundationError, ids, page, time};
-use futures::{Stream, StreamExt, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use protos::foundation::tracks::v1::{
     self as pb, AudioChunk, BatchGetTracksRequest, BatchGetTracksResponse, CreateTrackRequest,
     DeleteTrackRequest, DeleteTrackResponse, ListTracksByOwnerRequest, ListTracksByOwnerResponse,
     ReadAudioRequest, RecordDownloadRequest, RecordDownloadResponse, UpdateTrackRequest,
     create_track_request::Part, tracks_service_server::TracksService,
 };
+use service_runtime::streams::StreamLimits;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
@@ -28,6 +29,7 @@ pub(crate) struct TracksApi {
     limits: Limits,
     audio: AudioSettings,
     uploads: UploadSettings,
+    downloads: StreamLimits,
 }
 
 impl TracksApi {
@@ -36,12 +38,14 @@ impl TracksApi {
         limits: Limits,
         audio: AudioSettings,
         uploads: UploadSettings,
+        downloads: StreamLimits,
     ) -> Self {
         Self {
             store,
             limits,
             audio,
             uploads,
+            downloads,
         }
     }
 }
@@ -322,7 +326,11 @@ impl TracksService for TracksApi {
                 stream::iter(pieces)
             })
             .try_flatten();
-        Ok(Response::new(Box::pin(stream)))
+        // A reader that stops reading, or a read that never ends, is cut off.
+        let bounded = self
+            .downloads
+            .bound("ReadAudio", stream, || future::ready(Ok(())));
+        Ok(Response::new(bounded))
     }
 
     async fn record_download(

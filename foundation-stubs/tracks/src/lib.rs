@@ -23,6 +23,7 @@ use service_runtime::{
     cli::{ServiceSettings, Shutdown},
     faults::FaultSettings,
     settings::SettingsSource,
+    streams::{StreamLimits, StreamSettings},
     telemetry::LogSettings,
 };
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub limits: Limits,
     pub audio: AudioSettings,
     pub uploads: UploadSettings,
+    /// The bounds of `ReadAudio` streams.
+    pub downloads: StreamSettings,
     pub outbox: RelaySettings,
     #[serde(default)]
     pub faults: FaultSettings,
@@ -142,6 +145,7 @@ pub async fn run(
     let db = Database::connect(&settings.database, MIGRATIONS).await?;
     let mut registry = Registry::default();
     let relay = Relay::new(db.clone(), settings.outbox.clone(), &mut registry)?;
+    let downloads = StreamLimits::new(&settings.downloads, &mut registry);
     let store = TracksStore::new(db, relay.clone());
     if let Some(seed) = service::seed(&settings.seed) {
         store.seed(&seed).await?;
@@ -161,6 +165,7 @@ pub async fn run(
                     settings.limits.clone(),
                     settings.audio.clone(),
                     settings.uploads.clone(),
+                    downloads,
                 ),
             ),
         ),

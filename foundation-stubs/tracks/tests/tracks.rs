@@ -942,3 +942,52 @@ async fn stale_uploads_are_swept_while_live_ones_keep_their_audio() {
         "only the slow upload's audio is left"
     );
 }
+
+/// A `ReadAudio` reader that stops reading is cut off at the idle bound: the stream lets go of
+/// what it holds, and the reader, should it read again, gets what was already sent and then
+/// `DEADLINE_EXCEEDED`.
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_cut_off_at_the_idle_bound() {
+    let mut settings = settings(testing::sqlite(), "http://127.0.0.1:1");
+    settings.audio.max_bytes = 16 * 1024 * 1024;
+    settings.audio.chunk_bytes = 64 * 1024;
+    settings.downloads.idle_timeout_ms = 300;
+    let (running, mut client) = start(settings).await;
+    // More than the reader's flow-control window and the server's send buffer hold.
+    let bytes = audio(8 * 1024 * 1024, 17);
+    let track = client
+        .create_track(futures::stream::iter(upload_messages(
+            metadata("usr_0001", "long"),
+            &bytes,
+            64 * 1024,
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reading = client
+        .read_audio(ReadAudioRequest {
+            track_id: track.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = reading.message().await.unwrap().unwrap().data.len();
+    test_support::eventually("the reader cut off", Duration::from_secs(10), || async {
+        let text = running.scrape().await.unwrap();
+        service_runtime::metrics::sample(
+            &text,
+            "grpc_server_streams_cut_off_total",
+            &[("grpc_method", "ReadAudio"), ("reason", "idle")],
+        ) == 1.0
+    })
+    .await;
+    let status = loop {
+        match reading.message().await {
+            Ok(Some(chunk)) => received += chunk.data.len(),
+            Ok(None) => panic!("a cut-off stream must not end cleanly"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(received < bytes.len(), "{received} bytes arrived");
+}

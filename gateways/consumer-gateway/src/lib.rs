@@ -27,6 +27,7 @@ use service_runtime::{
     faults::FaultSettings,
     metrics::GrpcMetrics,
     settings::SettingsSource,
+    streams::{StreamLimits, StreamSettings},
     telemetry::LogSettings,
     upstream::UpstreamSettings,
 };
@@ -55,6 +56,8 @@ pub struct Settings {
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
     pub idempotency: IdempotencySettings,
+    /// The bounds of `DownloadTrack` streams.
+    pub downloads: StreamSettings,
     /// Fault injection by method name, off by default.
     #[serde(default)]
     pub faults: FaultSettings,
@@ -117,12 +120,14 @@ pub async fn run(
         upstreams::Clients::new(&settings, &client_metrics).map_err(RunError::Settings)?;
     let audit = Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
+    let downloads = StreamLimits::new(&settings.downloads, &mut registry);
     let gateway = Arc::new(api::ConsumerApi::new(
         view,
         upstreams,
         audit,
         settings.limits.clone(),
         settings.idempotency.store(),
+        downloads,
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
     let server = ConsumerGatewayServer::from_arc(gateway.clone())
