@@ -13,6 +13,9 @@ pub enum FoundationError {
     FailedPrecondition(String),
     #[error("audio exceeds the limit of {limit} bytes")]
     AudioTooLarge { limit: u64 },
+    /// A stream whose peer sent nothing for longer than its idle bound.
+    #[error("{what} stalled: nothing arrived for {idle_ms} ms; nothing was stored")]
+    Stalled { what: &'static str, idle_ms: u64 },
     #[error("the upstream call failed: {0}")]
     Upstream(#[from] Status),
     #[error("storage error: {0}")]
@@ -40,6 +43,9 @@ impl From<FoundationError> for Status {
             }
             FoundationError::AudioTooLarge { .. } => {
                 Status::new(Code::OutOfRange, error.to_string())
+            }
+            FoundationError::Stalled { .. } => {
+                Status::new(Code::DeadlineExceeded, error.to_string())
             }
             FoundationError::Upstream(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "upstream call failed");

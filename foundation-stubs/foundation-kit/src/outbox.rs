@@ -2,6 +2,15 @@
 //! transaction, and a relay delivers stored events to the counts service at least once. Counts
 //! applies each event once (keyed by its id), so delivery can be retried freely: nothing that
 //! was acknowledged to a caller is lost, and nothing is counted twice.
+//!
+//! An event counts refuses for good (a definitive answer: `INVALID_ARGUMENT`,
+//! `FAILED_PRECONDITION`, `NOT_FOUND`), or whose stored payload does not decode, is a poison
+//! event: retrying it would stall every event behind it forever. It moves to the dead-letter
+//! table instead, counted in `outbox_dead_letters_total` and logged at ERROR with its id and the
+//! refusal, and the events behind it keep flowing in order. When counts refuses a whole batch,
+//! the relay sends that batch again one event at a time, so that only the poison one is set
+//! aside. Everything else counts answers (`UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+//! `RESOURCE_EXHAUSTED`, an authentication failure, …) is retried with backoff.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,13 +21,14 @@ use protos::foundation::counts::v1::{
 };
 use serde::{Deserialize, Serialize};
 use service_runtime::{
-    metrics::GrpcMetrics,
+    metrics::{GrpcMetrics, code_name},
     tls::ClientTlsSettings,
     upstream::{SettingKeys, UpstreamChannel, UpstreamSettings, channel_with},
 };
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
 
 use crate::{Database, FoundationError, ids, time};
 
@@ -26,6 +36,19 @@ use crate::{Database, FoundationError, ids, time};
 pub const OUTBOX_DDL: &str = "CREATE TABLE outbox (
     id TEXT PRIMARY KEY,
     create_time_us BIGINT NOT NULL,
+    payload BYTEA NOT NULL
+);";
+
+/// The dead-letter table: poison events, kept with the refusal for an operator to inspect and,
+/// once the cause is fixed, move back into `outbox`. Every service that publishes events
+/// includes it in its migrations, after [`OUTBOX_DDL`].
+pub const DEAD_LETTERS_DDL: &str = "CREATE TABLE outbox_dead_letters (
+    id TEXT PRIMARY KEY,
+    create_time_us BIGINT NOT NULL,
+    dead_time_us BIGINT NOT NULL,
+    -- The gRPC code of counts' refusal (InvalidArgument, …), or Undecodable for a payload that does not decode.
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
     payload BYTEA NOT NULL
 );";
 
@@ -72,6 +95,24 @@ pub struct RelaySettings {
 struct RelayMetrics {
     delivered: Counter,
     failures: Counter,
+    dead_letters: Counter,
+}
+
+/// One outbox row as stored.
+struct Stored {
+    id: String,
+    create_time_us: i64,
+    payload: Vec<u8>,
+}
+
+/// Whether counts' answer is a definitive refusal of the events it was sent, which no retry
+/// changes. Anything else (unavailable, overloaded, too slow, a credential problem) may pass,
+/// and is retried.
+fn refused_for_good(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound
+    )
 }
 
 /// Delivers outbox events to counts.
@@ -110,6 +151,7 @@ impl Relay {
         let metrics = RelayMetrics {
             delivered: Counter::default(),
             failures: Counter::default(),
+            dead_letters: Counter::default(),
         };
         registry.register(
             "outbox_delivered_events",
@@ -120,6 +162,11 @@ impl Relay {
             "outbox_delivery_failures",
             "Failed attempts to deliver outbox events",
             metrics.failures.clone(),
+        );
+        registry.register(
+            "outbox_dead_letters",
+            "Poison outbox events moved to the dead-letter table: refused by counts for good, or undecodable",
+            metrics.dead_letters.clone(),
         );
         Ok(Self {
             db,
@@ -135,38 +182,135 @@ impl Relay {
         self.wake.notify_one();
     }
 
-    /// Delivers one batch; returns how many events left the outbox.
+    /// Delivers one batch; returns how many events left the outbox (delivered, or set aside
+    /// as dead letters).
     pub async fn deliver_batch(&self) -> Result<usize, FoundationError> {
-        let rows = sqlx::query("SELECT id, payload FROM outbox ORDER BY id LIMIT $1")
-            .bind(i64::from(self.settings.batch_size.max(1)))
-            .fetch_all(&self.db.pool)
-            .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut events = Vec::with_capacity(rows.len());
+        let rows =
+            sqlx::query("SELECT id, create_time_us, payload FROM outbox ORDER BY id LIMIT $1")
+                .bind(i64::from(self.settings.batch_size.max(1)))
+                .fetch_all(&self.db.pool)
+                .await?;
+        let mut left = 0;
+        let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: String = row.try_get("id")?;
-            let payload: Vec<u8> = row.try_get("payload")?;
-            let event = Event::decode(payload.as_slice())
-                .map_err(|error| FoundationError::Corrupt(format!("outbox event {id}: {error}")))?;
-            ids.push(id);
-            events.push(event);
+            let stored = Stored {
+                id: row.try_get("id")?,
+                create_time_us: row.try_get("create_time_us")?,
+                payload: row.try_get("payload")?,
+            };
+            match Event::decode(stored.payload.as_slice()) {
+                Ok(event) => batch.push((stored, event)),
+                Err(error) => {
+                    self.dead_letter(
+                        &stored,
+                        "Undecodable",
+                        &format!("the payload does not decode: {error}"),
+                    )
+                    .await?;
+                    left += 1;
+                }
+            }
         }
+        if batch.is_empty() {
+            return Ok(left);
+        }
+        let events = batch.iter().map(|(_, event)| event.clone()).collect();
+        match self.send(events).await {
+            Ok(()) => {
+                let ids: Vec<&str> = batch.iter().map(|(stored, _)| stored.id.as_str()).collect();
+                self.delete(&ids).await?;
+                self.metrics.delivered.inc_by(batch.len() as u64);
+                Ok(left + batch.len())
+            }
+            Err(status) if !refused_for_good(status.code()) => Err(status.into()),
+            Err(status) if batch.len() == 1 => {
+                self.refused(&batch[0].0, &status).await?;
+                Ok(left + 1)
+            }
+            // One event of the batch may have made counts refuse all of them: send them one
+            // by one, in order, so that the others still get through.
+            Err(_) => {
+                for (stored, event) in batch {
+                    match self.send(vec![event]).await {
+                        Ok(()) => {
+                            self.delete(&[stored.id.as_str()]).await?;
+                            self.metrics.delivered.inc();
+                        }
+                        Err(status) if refused_for_good(status.code()) => {
+                            self.refused(&stored, &status).await?;
+                        }
+                        // Counts is failing now: what is left stays, in order, for the next
+                        // attempt.
+                        Err(status) => {
+                            return if left == 0 {
+                                Err(status.into())
+                            } else {
+                                Ok(left)
+                            };
+                        }
+                    }
+                    left += 1;
+                }
+                Ok(left)
+            }
+        }
+    }
+
+    async fn send(&self, events: Vec<Event>) -> Result<(), Status> {
         let mut request = tonic::Request::new(ApplyEventsRequest { events });
         request.set_timeout(Duration::from_millis(self.settings.timeout_ms));
-        self.client.clone().apply_events(request).await?;
+        self.client.clone().apply_events(request).await.map(drop)
+    }
+
+    async fn delete(&self, ids: &[&str]) -> Result<(), sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
-        for id in &ids {
+        for id in ids {
             sqlx::query("DELETE FROM outbox WHERE id = $1")
-                .bind(id.clone())
+                .bind((*id).to_owned())
                 .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await
+    }
+
+    async fn refused(&self, stored: &Stored, status: &Status) -> Result<(), sqlx::Error> {
+        self.dead_letter(stored, code_name(status.code()), status.message())
+            .await
+    }
+
+    /// Moves a poison event from the outbox to the dead-letter table, in one transaction.
+    async fn dead_letter(
+        &self,
+        stored: &Stored,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO outbox_dead_letters (id, create_time_us, dead_time_us, code, reason, payload)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(stored.id.clone())
+        .bind(stored.create_time_us)
+        .bind(time::now_us())
+        .bind(code.to_owned())
+        .bind(reason.to_owned())
+        .bind(stored.payload.clone())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(stored.id.clone())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        self.metrics.delivered.inc_by(ids.len() as u64);
-        Ok(ids.len())
+        self.metrics.dead_letters.inc();
+        tracing::error!(
+            event_id = %stored.id,
+            code,
+            reason,
+            "poison outbox event moved to the dead-letter table"
+        );
+        Ok(())
     }
 
     /// Delivers until `stop` is cancelled, backing off exponentially while counts fails.

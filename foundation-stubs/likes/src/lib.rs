@@ -8,7 +8,7 @@ mod store;
 use foundation_kit::{
     Database, DatabaseSettings,
     db::MigrationScript,
-    outbox::{OUTBOX_DDL, Relay, RelaySettings},
+    outbox::{DEAD_LETTERS_DDL, OUTBOX_DDL, Relay, RelaySettings},
     seed::SeedSettings,
     service,
 };
@@ -39,6 +39,11 @@ const MIGRATIONS: &[MigrationScript] = &[
         version: 2,
         description: "outbox",
         sql: OUTBOX_DDL,
+    },
+    MigrationScript {
+        version: 3,
+        description: "outbox dead letters",
+        sql: DEAD_LETTERS_DDL,
     },
 ];
 

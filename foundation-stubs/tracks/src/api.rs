@@ -2,21 +2,22 @@
 //! store, and maps errors in one place ([`FoundationError`] into `Status`). The rules of a track
 //! live in `model.rs` and the upload protocol in `upload.rs`.
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use bytes::Bytes;
 use foundation_kit::{FoundationError, ids, page, time};
-use futures::{Stream, StreamExt, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 use protos::foundation::tracks::v1::{
     self as pb, AudioChunk, BatchGetTracksRequest, BatchGetTracksResponse, CreateTrackRequest,
     DeleteTrackRequest, DeleteTrackResponse, ListTracksByOwnerRequest, ListTracksByOwnerResponse,
     ReadAudioRequest, RecordDownloadRequest, RecordDownloadResponse, UpdateTrackRequest,
     create_track_request::Part, tracks_service_server::TracksService,
 };
+use service_runtime::streams::StreamLimits;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    AudioSettings, Limits,
+    AudioSettings, Limits, UploadSettings,
     model::{self, Change, GeoMode, Geoblocking, Metadata, Track, Visibility, check_metadata},
     store::{TracksStore, not_found},
     upload,
@@ -27,14 +28,24 @@ pub(crate) struct TracksApi {
     store: TracksStore,
     limits: Limits,
     audio: AudioSettings,
+    uploads: UploadSettings,
+    downloads: StreamLimits,
 }
 
 impl TracksApi {
-    pub(crate) fn new(store: TracksStore, limits: Limits, audio: AudioSettings) -> Self {
+    pub(crate) fn new(
+        store: TracksStore,
+        limits: Limits,
+        audio: AudioSettings,
+        uploads: UploadSettings,
+        downloads: StreamLimits,
+    ) -> Self {
         Self {
             store,
             limits,
             audio,
+            uploads,
+            downloads,
         }
     }
 }
@@ -190,6 +201,7 @@ impl TracksService for TracksApi {
             given.owner_id,
             metadata,
             self.audio.max_bytes,
+            Duration::from_millis(self.uploads.idle_timeout_ms),
         ));
         let track = task.await.map_err(|error| {
             tracing::error!(%error, "upload task failed");
@@ -314,7 +326,11 @@ impl TracksService for TracksApi {
                 stream::iter(pieces)
             })
             .try_flatten();
-        Ok(Response::new(Box::pin(stream)))
+        // A reader that stops reading, or a read that never ends, is cut off.
+        let bounded = self
+            .downloads
+            .bound("ReadAudio", stream, || future::ready(Ok(())));
+        Ok(Response::new(bounded))
     }
 
     async fn record_download(

@@ -10,9 +10,9 @@ mod territories;
 mod upload;
 
 use foundation_kit::{
-    Database, DatabaseSettings,
+    Database, DatabaseSettings, FoundationError,
     db::MigrationScript,
-    outbox::{OUTBOX_DDL, Relay, RelaySettings},
+    outbox::{DEAD_LETTERS_DDL, OUTBOX_DDL, Relay, RelaySettings},
     seed::SeedSettings,
     service,
 };
@@ -23,8 +23,10 @@ use service_runtime::{
     cli::{ServiceSettings, Shutdown},
     faults::FaultSettings,
     settings::SettingsSource,
+    streams::{StreamLimits, StreamSettings},
     telemetry::LogSettings,
 };
+use tokio_util::sync::CancellationToken;
 
 pub use store::TracksStore;
 
@@ -44,6 +46,16 @@ const MIGRATIONS: &[MigrationScript] = &[
         description: "outbox",
         sql: OUTBOX_DDL,
     },
+    MigrationScript {
+        version: 3,
+        description: "outbox dead letters",
+        sql: DEAD_LETTERS_DDL,
+    },
+    MigrationScript {
+        version: 4,
+        description: "staged uploads",
+        sql: include_str!("../migrations/0004_staged_uploads.sql"),
+    },
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +67,9 @@ pub struct Settings {
     pub seed: SeedSettings,
     pub limits: Limits,
     pub audio: AudioSettings,
+    pub uploads: UploadSettings,
+    /// The bounds of `ReadAudio` streams.
+    pub downloads: StreamSettings,
     pub outbox: RelaySettings,
     #[serde(default)]
     pub faults: FaultSettings,
@@ -73,6 +88,33 @@ pub struct AudioSettings {
     pub max_bytes: u64,
     /// The size of the chunks `ReadAudio` streams.
     pub chunk_bytes: usize,
+}
+
+/// Uploads in progress and the sweep of those that will never complete. Replicas share the
+/// database, so the sweep must tell another replica's live upload from a dead one: each upload
+/// touches its row with every chunk, one idle for `idle_timeout_ms` fails, and only uploads idle
+/// for `stale_after_ms` (longer) are swept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSettings {
+    /// An upload that sends nothing for this long fails and stores nothing.
+    pub idle_timeout_ms: u64,
+    /// The staged audio of an upload idle for this long is removed; more than `idle_timeout_ms`.
+    pub stale_after_ms: u64,
+    /// How often the sweep runs, after the one at start-up.
+    pub sweep_interval_ms: u64,
+}
+
+impl UploadSettings {
+    fn check(&self) -> Result<(), FoundationError> {
+        if self.idle_timeout_ms == 0 || self.stale_after_ms <= self.idle_timeout_ms {
+            return Err(FoundationError::FailedPrecondition(format!(
+                "uploads.stale_after_ms ({}) must exceed uploads.idle_timeout_ms ({}), which must not be 0",
+                self.stale_after_ms, self.idle_timeout_ms
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ServiceSettings for Settings {
@@ -99,24 +141,32 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
+    settings.uploads.check()?;
     let db = Database::connect(&settings.database, MIGRATIONS).await?;
     let mut registry = Registry::default();
     let relay = Relay::new(db.clone(), settings.outbox.clone(), &mut registry)?;
+    let downloads = StreamLimits::new(&settings.downloads, &mut registry);
     let store = TracksStore::new(db, relay.clone());
     if let Some(seed) = service::seed(&settings.seed) {
         store.seed(&seed).await?;
     }
-    let swept = store.sweep_orphan_chunks().await?;
-    if swept > 0 {
-        tracing::info!(
-            chunks = swept,
-            "removed the audio of uploads that never completed"
-        );
-    }
+    upload::sweep(&store, &settings.uploads).await;
+    let sweep_stop = CancellationToken::new();
+    let sweeper = tokio::spawn(upload::sweep_periodically(
+        store.clone(),
+        settings.uploads.clone(),
+        sweep_stop.clone(),
+    ));
     let app = GrpcApp::new(
         tonic::service::Routes::new(
             protos::foundation::tracks::v1::tracks_service_server::TracksServiceServer::new(
-                api::TracksApi::new(store, settings.limits.clone(), settings.audio.clone()),
+                api::TracksApi::new(
+                    store,
+                    settings.limits.clone(),
+                    settings.audio.clone(),
+                    settings.uploads.clone(),
+                    downloads,
+                ),
             ),
         ),
         "foundation.tracks.v1.TracksService",
@@ -125,5 +175,10 @@ pub async fn run(
         settings.faults,
         registry,
     );
-    service::serve(app, listeners, shutdown, Some(relay)).await
+    let served = service::serve(app, listeners, shutdown, Some(relay)).await;
+    sweep_stop.cancel();
+    if let Err(error) = sweeper.await {
+        tracing::error!(%error, "upload sweep task failed");
+    }
+    served
 }

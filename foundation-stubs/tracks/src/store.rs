@@ -150,45 +150,112 @@ impl TracksStore {
         Ok(())
     }
 
-    /// Stores one chunk of an upload that is not committed yet.
+    /// Registers an upload before its first chunk is staged.
+    pub async fn begin_upload(&self, audio_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO staged_uploads (audio_id, touch_time_us) VALUES ($1, $2)")
+            .bind(audio_id.to_owned())
+            .bind(time::now_us())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores one chunk of an upload that is not committed yet, and marks the upload alive.
+    /// Fails when the sweep has already removed the upload as stale.
     pub async fn stage_chunk(
         &self,
         audio_id: &str,
         seq: i64,
         data: &[u8],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), FoundationError> {
+        let mut tx = self.db.pool.begin().await?;
+        // The write to the upload's row comes first: it serializes with the sweep of that row.
+        let alive = sqlx::query("UPDATE staged_uploads SET touch_time_us = $1 WHERE audio_id = $2")
+            .bind(time::now_us())
+            .bind(audio_id.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if alive == 0 {
+            return Err(swept());
+        }
         sqlx::query("INSERT INTO audio_chunks (audio_id, seq, data) VALUES ($1, $2, $3)")
             .bind(audio_id.to_owned())
             .bind(seq)
             .bind(data.to_vec())
-            .execute(&self.db.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Removes the chunks of an upload that will not commit.
     pub async fn discard_chunks(&self, audio_id: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query("DELETE FROM staged_uploads WHERE audio_id = $1")
+            .bind(audio_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM audio_chunks WHERE audio_id = $1")
             .bind(audio_id.to_owned())
-            .execute(&self.db.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await
+    }
+
+    /// Removes the chunks of uploads whose last chunk arrived before `stale_before_us`: uploads
+    /// cut off by a crash of whichever replica received them. Uploads in progress, on this
+    /// replica or another, touch their row with every chunk and are left alone. Returns how
+    /// many chunks were removed.
+    pub async fn sweep_stale_uploads(&self, stale_before_us: i64) -> Result<u64, sqlx::Error> {
+        let stale: Vec<String> =
+            sqlx::query("SELECT audio_id FROM staged_uploads WHERE touch_time_us < $1")
+                .bind(stale_before_us)
+                .fetch_all(&self.db.pool)
+                .await?
+                .iter()
+                .map(|row| row.try_get("audio_id"))
+                .collect::<Result<_, _>>()?;
+        let mut removed = 0;
+        for audio_id in stale {
+            let mut tx = self.db.pool.begin().await?;
+            // Checked again under the row's lock: the upload may have staged a chunk or
+            // committed since it was read.
+            let still_stale = sqlx::query(
+                "DELETE FROM staged_uploads WHERE audio_id = $1 AND touch_time_us < $2",
+            )
+            .bind(audio_id.clone())
+            .bind(stale_before_us)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if still_stale == 1 {
+                removed += sqlx::query("DELETE FROM audio_chunks WHERE audio_id = $1")
+                    .bind(audio_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Commits a track whose audio chunks are staged: from now on it exists. Fails, writing
+    /// nothing, when the sweep has already removed the upload as stale.
+    pub async fn create(&self, track: &Track) -> Result<(), FoundationError> {
+        let mut tx = self.db.pool.begin().await?;
+        let staged = sqlx::query("DELETE FROM staged_uploads WHERE audio_id = $1")
+            .bind(track.audio.id.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if staged == 0 {
+            return Err(swept());
+        }
+        insert(&mut tx, track).await?;
+        tx.commit().await?;
         Ok(())
-    }
-
-    /// Removes chunks that belong to no track: uploads cut off by a crash.
-    pub async fn sweep_orphan_chunks(&self) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
-            "DELETE FROM audio_chunks WHERE audio_id NOT IN (SELECT audio_id FROM tracks)",
-        )
-        .execute(&self.db.pool)
-        .await?
-        .rows_affected())
-    }
-
-    /// Commits a track whose audio chunks are staged: from now on it exists.
-    pub async fn create(&self, track: &Track) -> Result<(), sqlx::Error> {
-        let mut connection = self.db.pool.acquire().await?;
-        insert(&mut connection, track).await
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Track>, FoundationError> {
@@ -379,6 +446,13 @@ impl TracksStore {
         self.relay.notify();
         Ok(event_id)
     }
+}
+
+/// The answer to an upload whose staged audio the sweep removed.
+fn swept() -> FoundationError {
+    FoundationError::FailedPrecondition(
+        "the upload was idle for too long and its audio was removed; nothing was stored".into(),
+    )
 }
 
 pub(crate) fn not_found(id: &str) -> FoundationError {

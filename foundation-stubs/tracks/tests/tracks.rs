@@ -776,3 +776,218 @@ async fn the_health_subcommand_reports_a_serving_instance_and_fails_otherwise() 
     assert_eq!(gone.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&gone.stderr).starts_with("unhealthy"));
 }
+
+/// A file database that two instances, and the test, can share.
+fn shared_file(dir: &tempfile::TempDir) -> DatabaseSettings {
+    DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("tracks.db").display()),
+        max_connections: 2,
+    }
+}
+
+/// Returns once the service answers: its database is migrated by then.
+async fn answering(client: &Client) {
+    client
+        .clone()
+        .batch_get_tracks(BatchGetTracksRequest {
+            ids: vec!["trk_unknown".into()],
+        })
+        .await
+        .unwrap();
+}
+
+/// An upload whose first `sent` messages (the metadata and some chunks) are on their way, and
+/// the sender of the rest.
+fn start_upload(
+    client: &Client,
+    messages: &mut impl Iterator<Item = CreateTrackRequest>,
+    sent: usize,
+) -> (
+    tokio::sync::mpsc::Sender<CreateTrackRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<Track>, tonic::Status>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    for message in messages.by_ref().take(sent) {
+        sender.try_send(message).unwrap();
+    }
+    let mut uploading = client.clone();
+    let call = tokio::spawn(async move {
+        uploading
+            .create_track(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    (sender, call)
+}
+
+/// The prod overlay runs two replicas on one database: one starting (and sweeping) while the
+/// other receives an upload must leave that upload whole.
+#[tokio::test]
+async fn a_replica_starting_mid_upload_leaves_that_upload_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    replica_starts_mid_upload(shared_file(&dir)).await;
+    if let Some(postgres) = testing::postgres("a_replica_starting_mid_upload").await {
+        replica_starts_mid_upload(postgres).await;
+    }
+}
+
+async fn replica_starts_mid_upload(db: DatabaseSettings) {
+    let (_first, client) = start(settings(db.clone(), "http://127.0.0.1:1")).await;
+    answering(&client).await;
+    sqlx::any::install_default_drivers();
+    let inspect = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let bytes = audio(9000, 11);
+    let mut messages = upload_messages(metadata("usr_0001", "shared"), &bytes, 3000).into_iter();
+    let (sender, call) = start_upload(&client, &mut messages, 3);
+    test_support::eventually("two staged chunks", Duration::from_secs(10), || async {
+        chunk_rows(&inspect).await >= 2
+    })
+    .await;
+
+    // The second replica sweeps at start-up, before it serves its first call.
+    let (_second, mut other) = start(settings(db.clone(), "http://127.0.0.1:1")).await;
+    answering(&other).await;
+    for message in messages {
+        sender.send(message).await.unwrap();
+    }
+    let track = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        download(&mut other, &track.id).await.unwrap(),
+        bytes,
+        "the upload lost none of its audio"
+    );
+}
+
+/// Audio a crashed replica left behind is removed once stale, by the periodic sweep, while a
+/// slow upload that outlives the stale age keeps its audio; an upload that stalls fails within
+/// its idle bound and stores nothing.
+#[tokio::test]
+async fn stale_uploads_are_swept_while_live_ones_keep_their_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shared_file(&dir);
+    let mut settings = settings(db.clone(), "http://127.0.0.1:1");
+    settings.uploads = tracks::UploadSettings {
+        idle_timeout_ms: 300,
+        stale_after_ms: 600,
+        sweep_interval_ms: 50,
+    };
+    let (_running, client) = start(settings).await;
+    answering(&client).await;
+    sqlx::any::install_default_drivers();
+    let inspect = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let chunks_of = |audio_id: &'static str| {
+        let pool = inspect.clone();
+        async move {
+            sqlx::query("SELECT COUNT(*) AS n FROM audio_chunks WHERE audio_id = $1")
+                .bind(audio_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .try_get::<i64, _>("n")
+                .unwrap()
+        }
+    };
+    // What a replica that crashed mid-upload leaves: the upload's row and a staged chunk.
+    sqlx::query("INSERT INTO staged_uploads (audio_id, touch_time_us) VALUES ($1, $2)")
+        .bind("aud_crashed")
+        .bind(foundation_kit::time::now_us())
+        .execute(&inspect)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO audio_chunks (audio_id, seq, data) VALUES ($1, 0, $2)")
+        .bind("aud_crashed")
+        .bind(vec![1_u8; 100])
+        .execute(&inspect)
+        .await
+        .unwrap();
+
+    // A slow client: a chunk every 100 ms for longer than the stale age.
+    let bytes = audio(12 * 500, 13);
+    let mut messages = upload_messages(metadata("usr_0001", "slow"), &bytes, 500).into_iter();
+    let (sender, call) = start_upload(&client, &mut messages, 1);
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    for message in messages {
+        pace.tick().await;
+        sender.send(message).await.unwrap();
+    }
+    let track = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        download(&mut client.clone(), &track.id).await.unwrap(),
+        bytes
+    );
+    test_support::eventually(
+        "the crashed upload's audio removed",
+        Duration::from_secs(10),
+        || async { chunks_of("aud_crashed").await == 0 },
+    )
+    .await;
+
+    // A client that sends a chunk and then nothing.
+    let mut messages =
+        upload_messages(metadata("usr_0001", "stalled"), &audio(1000, 1), 500).into_iter();
+    let (_sender, call) = start_upload(&client, &mut messages, 2);
+    let stalled = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the stalled upload is cut off")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(stalled.code(), Code::DeadlineExceeded, "{stalled:?}");
+    assert!(
+        stalled.message().contains("300 ms"),
+        "{}",
+        stalled.message()
+    );
+    assert_eq!(
+        chunk_rows(&inspect).await,
+        12,
+        "only the slow upload's audio is left"
+    );
+}
+
+/// A `ReadAudio` reader that stops reading is cut off at the idle bound: the stream lets go of
+/// what it holds, and the reader, should it read again, gets what was already sent and then
+/// `DEADLINE_EXCEEDED`.
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_cut_off_at_the_idle_bound() {
+    let mut settings = settings(testing::sqlite(), "http://127.0.0.1:1");
+    settings.audio.max_bytes = 16 * 1024 * 1024;
+    settings.audio.chunk_bytes = 64 * 1024;
+    settings.downloads.idle_timeout_ms = 300;
+    let (running, mut client) = start(settings).await;
+    // More than the reader's flow-control window and the server's send buffer hold.
+    let bytes = audio(8 * 1024 * 1024, 17);
+    let track = client
+        .create_track(futures::stream::iter(upload_messages(
+            metadata("usr_0001", "long"),
+            &bytes,
+            64 * 1024,
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reading = client
+        .read_audio(ReadAudioRequest {
+            track_id: track.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = reading.message().await.unwrap().unwrap().data.len();
+    test_support::eventually("the reader cut off", Duration::from_secs(10), || async {
+        let text = running.scrape().await.unwrap();
+        service_runtime::metrics::sample(
+            &text,
+            "grpc_server_streams_cut_off_total",
+            &[("grpc_method", "ReadAudio"), ("reason", "idle")],
+        ) == 1.0
+    })
+    .await;
+    let status = loop {
+        match reading.message().await {
+            Ok(Some(chunk)) => received += chunk.data.len(),
+            Ok(None) => panic!("a cut-off stream must not end cleanly"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(received < bytes.len(), "{received} bytes arrived");
+}

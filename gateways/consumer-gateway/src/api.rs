@@ -23,7 +23,7 @@ use protos::{
         tracks::v1::{ReadAudioRequest, RecordDownloadRequest, Track as FoundationTrack},
     },
 };
-use service_runtime::idempotency::IdempotencyStore;
+use service_runtime::{idempotency::IdempotencyStore, streams::StreamLimits};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -40,6 +40,7 @@ pub(crate) struct ConsumerApi {
     limits: Limits,
     idempotency: Arc<IdempotencyStore>,
     cursors: Cursors,
+    downloads: StreamLimits,
 }
 
 /// The RPC page tokens of liked tracks are bound to.
@@ -78,6 +79,7 @@ impl ConsumerApi {
         limits: Limits,
         idempotency: Arc<IdempotencyStore>,
         cursors: Cursors,
+        downloads: StreamLimits,
     ) -> Self {
         Self {
             view,
@@ -86,6 +88,7 @@ impl ConsumerApi {
             limits,
             idempotency,
             cursors,
+            downloads,
         }
     }
 
@@ -445,40 +448,50 @@ impl ConsumerGateway for ConsumerApi {
                 .command_refused(&track.id, Some(&user), "not_downloadable");
             return Err(GatewayError::PermissionDenied("this track is not downloadable").into());
         }
-        let clients = &self.clients;
-        let record = RecordDownloadRequest {
+        // The audio streams for as long as the request's deadline and the stream bound allow,
+        // not the per-call cap.
+        let mut audio_request = Request::new(ReadAudioRequest {
             track_id: track.id.clone(),
-            user_id: user,
-        };
-        clients
-            .calls
-            .command(&clients.tracks, deadline, |mut client, budget| async move {
-                client.record_download(outbound(record, budget)).await
-            })
-            .await
-            .map_err(GatewayError::from)?;
-        // The audio streams for as long as the request's deadline allows, not the per-call cap.
-        let mut audio_request = Request::new(ReadAudioRequest { track_id: track.id });
-        if let Some(left) = deadline.remaining() {
-            audio_request.set_timeout(left);
-        }
+        });
+        let max = self.downloads.max_duration();
+        audio_request.set_timeout(deadline.remaining().map_or(max, |left| left.min(max)));
         let stream_error = |status: Status| {
             Status::from(GatewayError::from(UpstreamError::from_status(
                 "tracks", status,
             )))
         };
-        let audio = clients
+        let audio = self
+            .clients
             .tracks
             .client()
             .read_audio(audio_request)
             .await
             .map_err(stream_error)?
             .into_inner();
-        let stream = audio.map(move |chunk| match chunk {
+        let chunks = audio.map(move |chunk| match chunk {
             Ok(chunk) => Ok(DownloadTrackResponse { chunk: chunk.data }),
             Err(status) => Err(stream_error(status)),
         });
-        Ok(Response::new(Box::pin(stream)))
+        // A download counts once the client has taken the whole audio, and not before: a
+        // cancelled download, or one cut off because its client stopped reading, counts for
+        // nothing. Failing to record it fails the call, so that an OK download was counted.
+        let clients = self.clients.clone();
+        let record = RecordDownloadRequest {
+            track_id: track.id,
+            user_id: user,
+        };
+        let count = move || async move {
+            clients
+                .calls
+                .command(&clients.tracks, deadline, |mut client, budget| async move {
+                    client.record_download(outbound(record, budget)).await
+                })
+                .await
+                .map(drop)
+                .map_err(|error| Status::from(GatewayError::from(error)))
+        };
+        let stream = self.downloads.bound("DownloadTrack", chunks, count);
+        Ok(Response::new(stream))
     }
 
     async fn explain_read_mask(

@@ -27,6 +27,7 @@ use service_runtime::{
     faults::FaultSettings,
     metrics::GrpcMetrics,
     settings::SettingsSource,
+    streams::{StreamLimits, StreamSettings},
     telemetry::LogSettings,
     upstream::UpstreamSettings,
 };
@@ -58,6 +59,8 @@ pub struct Settings {
     /// The key page tokens are sealed with.
     #[serde(default)]
     pub cursors: CursorSettings,
+    /// The bounds of `DownloadTrack` streams.
+    pub downloads: StreamSettings,
     /// Fault injection by method name, off by default.
     #[serde(default)]
     pub faults: FaultSettings,
@@ -122,6 +125,7 @@ pub async fn run(
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
     let cursors =
         Cursors::new(&settings.cursors).map_err(|error| RunError::Settings(error.to_string()))?;
+    let downloads = StreamLimits::new(&settings.downloads, &mut registry);
     let gateway = Arc::new(api::ConsumerApi::new(
         view,
         upstreams,
@@ -129,6 +133,7 @@ pub async fn run(
         settings.limits.clone(),
         settings.idempotency.store(),
         cursors,
+        downloads,
     ));
     let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
     let server = ConsumerGatewayServer::from_arc(gateway.clone())

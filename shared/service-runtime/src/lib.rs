@@ -11,6 +11,8 @@
 //!   trailers-only headers or the trailers, and as cancelled when the body is dropped first;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
 //! - [`ids`]: the id rule every service and gateway checks;
+//! - [`streams`]: server streams bounded in duration and idle time, completed only once the
+//!   client took everything;
 //! - [`serve`]: the gRPC serve loop with health, reflection (`server.reflection`) and graceful
 //!   shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
@@ -42,6 +44,7 @@ pub mod shed;
 pub mod shutdown;
 pub mod spawn;
 pub mod status_body;
+pub mod streams;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

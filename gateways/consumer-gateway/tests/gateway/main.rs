@@ -3,6 +3,7 @@
 
 mod authorization_matrix;
 mod commands;
+mod downloads;
 mod fixture;
 mod hardening;
 mod queries;
