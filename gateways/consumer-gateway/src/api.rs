@@ -139,15 +139,24 @@ impl ConsumerApi {
         user: String,
         command: Command,
     ) -> Result<CommandResponse, Status> {
-        let track = self
-            .visible_track(track_id, principal, None, deadline)
-            .await?;
-        let own = track.owner_id == user;
         let clients = &self.clients;
         let reaction = ReactionRequest {
             user_id: user.clone(),
             track_id: track_id.to_owned(),
         };
+        if matches!(command, Command::Unlike | Command::Unrepost) {
+            // Taking back one's own reaction always works, whatever became of the track since
+            // (made private, geoblocked, deleted while the like was on its way), so that no
+            // reaction is stuck and keeps counting. It reads nothing of the track: the answer
+            // says only whether the caller had reacted, which the caller knows, and a hidden
+            // track answers as a missing one does.
+            let changed = self.react(reaction, command, deadline).await?;
+            return Ok(CommandResponse { changed });
+        }
+        let track = self
+            .visible_track(track_id, principal, None, deadline)
+            .await?;
+        let own = track.owner_id == user;
         let changed = match command {
             Command::Repost if own => {
                 self.audit
@@ -162,20 +171,7 @@ impl ConsumerApi {
                 return Err(GatewayError::FailedPrecondition("you cannot follow yourself").into());
             }
             Command::Like | Command::Unlike | Command::Repost | Command::Unrepost => {
-                clients
-                    .calls
-                    .command(&clients.likes, deadline, |mut client, budget| async move {
-                        let message = outbound(reaction, budget);
-                        match command {
-                            Command::Like => client.like(message).await,
-                            Command::Unlike => client.unlike(message).await,
-                            Command::Repost => client.repost(message).await,
-                            _ => client.unrepost(message).await,
-                        }
-                    })
-                    .await
-                    .map_err(GatewayError::from)?
-                    .changed
+                self.react(reaction, command, deadline).await?
             }
             Command::Follow | Command::Unfollow => {
                 let follow = FollowRequest {
@@ -202,6 +198,29 @@ impl ConsumerApi {
             }
         };
         Ok(CommandResponse { changed })
+    }
+
+    /// A like or repost, or taking one back, at the likes service: whether it changed anything.
+    async fn react(
+        &self,
+        reaction: ReactionRequest,
+        command: Command,
+        deadline: Deadline,
+    ) -> Result<bool, GatewayError> {
+        let clients = &self.clients;
+        Ok(clients
+            .calls
+            .command(&clients.likes, deadline, |mut client, budget| async move {
+                let message = outbound(reaction, budget);
+                match command {
+                    Command::Like => client.like(message).await,
+                    Command::Unlike => client.unlike(message).await,
+                    Command::Repost => client.repost(message).await,
+                    _ => client.unrepost(message).await,
+                }
+            })
+            .await?
+            .changed)
     }
 }
 

@@ -338,3 +338,105 @@ async fn one_callers_idempotency_keys_cannot_refuse_anyone_elses() {
             .unwrap_or_else(|status| panic!("{user}: {status:?}"));
     }
 }
+
+#[tokio::test]
+async fn a_reaction_can_be_taken_back_after_its_track_was_hidden_or_deleted() {
+    use protos::foundation::tracks::v1::{
+        DeleteTrackRequest, TrackMetadata, UpdateTrackRequest, Visibility,
+    };
+    let t = Topology::start().await;
+    let mut client = t.client.clone();
+    // A listener the seed gave no reactions.
+    let listener = "usr_reactor";
+    let request = |track: &str| {
+        (
+            as_user(
+                LikeTrackRequest {
+                    track_id: track.into(),
+                },
+                Some(listener),
+                "US",
+            ),
+            as_user(
+                RepostTrackRequest {
+                    track_id: track.into(),
+                },
+                Some(listener),
+                "US",
+            ),
+        )
+    };
+    for track in ["trk_00001", "trk_00002"] {
+        let (like, repost) = request(track);
+        assert!(client.like_track(like).await.unwrap().into_inner().changed);
+        if t.foundation_track_owner(track).await != listener {
+            client.repost_track(repost).await.unwrap();
+        }
+    }
+    // trk_00001 turns private; trk_00002 is deleted.
+    t.tracks_client
+        .clone()
+        .update_track(UpdateTrackRequest {
+            track_id: "trk_00001".into(),
+            metadata: Some(TrackMetadata {
+                visibility: Visibility::Private as i32,
+                ..TrackMetadata::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["visibility".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    t.tracks_client
+        .clone()
+        .delete_track(DeleteTrackRequest {
+            track_id: "trk_00002".into(),
+        })
+        .await
+        .unwrap();
+    let hidden = client.like_track(request("trk_00001").0).await.unwrap_err();
+    assert_eq!(
+        hidden.code(),
+        Code::NotFound,
+        "a new like needs a visible track"
+    );
+
+    for track in ["trk_00001", "trk_00002"] {
+        let unlike = as_user(
+            UnlikeTrackRequest {
+                track_id: track.into(),
+            },
+            Some(listener),
+            "US",
+        );
+        let taken_back = client.unlike_track(unlike).await;
+        assert!(
+            taken_back
+                .unwrap_or_else(|s| panic!("{track}: {s:?}"))
+                .into_inner()
+                .changed,
+            "{track}: the like was taken back"
+        );
+    }
+    let unrepost = as_user(
+        protos::consumer::v1::UnrepostTrackRequest {
+            track_id: "trk_00001".into(),
+        },
+        Some(listener),
+        "US",
+    );
+    client.unrepost_track(unrepost).await.unwrap();
+    // Without a reaction, a hidden track and a missing one answer alike.
+    for track in ["trk_00001", "trk_99999"] {
+        let unlike = as_user(
+            UnlikeTrackRequest {
+                track_id: track.into(),
+            },
+            Some(listener),
+            "US",
+        );
+        let outcome = client.unlike_track(unlike).await.unwrap().into_inner();
+        assert!(!outcome.changed, "{track}");
+    }
+}
