@@ -2,8 +2,7 @@
 //! callers may write.
 
 use foundation_kit::{FoundationError, ids, time};
-
-use crate::territories;
+use service_runtime::territories as iso3166;
 
 pub(crate) const MAX_TITLE: usize = 200;
 pub(crate) const MAX_DESCRIPTION: usize = 5000;
@@ -220,7 +219,7 @@ pub(crate) fn territories(codes: &[String]) -> Result<Vec<String>, FoundationErr
     }
     let mut out = Vec::with_capacity(codes.len());
     for code in codes {
-        if !territories::is_valid(code) {
+        if !iso3166::is_assigned(code) {
             return Err(FoundationError::invalid(
                 "geoblocking.territories",
                 format!("{code:?} is not an ISO 3166-1 alpha-2 code"),

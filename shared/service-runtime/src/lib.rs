@@ -11,6 +11,7 @@
 //!   trailers-only headers or the trailers, and as cancelled when the body is dropped first;
 //! - [`faults`]: per-method latency and error injection for tests and demos;
 //! - [`ids`]: the id rule every service and gateway checks;
+//! - [`territories`]: the ISO 3166-1 territory rule of geoblocking policies and tokens;
 //! - [`serve`]: the gRPC serve loop with health, reflection and graceful shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
 //!
@@ -39,6 +40,7 @@ pub mod shutdown;
 pub mod spawn;
 pub mod status_body;
 pub mod telemetry;
+pub mod territories;
 pub mod tls;
 pub mod upstream;
 
