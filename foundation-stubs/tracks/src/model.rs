@@ -154,9 +154,10 @@ impl Track {
 }
 
 /// A private link's secret: 128 bits from the operating system's CSPRNG, independent of any id
-/// (a UUIDv7 made beside the track id would share its timestamp bits), compared in constant
+/// (a UUIDv7 made beside the track id would share its timestamp bits) and of the seed (seeded
+/// private tracks get theirs here too, when the database is seeded), compared in constant
 /// time by `authorization::policy::secrets_match`.
-fn new_secret_token() -> String {
+pub(crate) fn new_secret_token() -> String {
     let mut bits = [0u8; 16];
     // Without the OS generator there is no safe secret: the service cannot go on.
     getrandom::fill(&mut bits).expect("the operating system's random generator is available");
