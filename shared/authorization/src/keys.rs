@@ -1,7 +1,8 @@
 //! The keys tokens are verified with: the one configured key (`hs256_secret`, or the PEM file in
 //! `public_key_file`), or the keys of a JSON Web Key Set from `jwks_file` or `jwks_url`, chosen
 //! by the `kid` in each token's header, so that an identity provider can rotate its keys without
-//! a restart of the gateways.
+//! a restart of the gateways. A URL is fetched with hyper's HTTP/1.1 client connection, over
+//! rustls on the ring provider for `https://`, trusting only the CAs of `jwks_ca_file`.
 //!
 //! A key set is reloaded every `jwks_refresh_seconds`, and sooner when a token names a `kid` the
 //! set does not hold; those early reloads happen at most once per `jwks_min_refetch_seconds`,
@@ -60,7 +61,22 @@ pub(crate) enum Keyed {
 enum Source {
     Configured,
     File(String),
-    Url(http::Uri),
+    Url(http::Uri, Option<Tls>),
+}
+
+/// How an `https://` key set URL is reached.
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    server: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The keys a verifier uses, shared by its clones and by the task that reloads them.
@@ -270,21 +286,50 @@ fn jwks_source(settings: &AuthSettings) -> Result<Source, KeyError> {
         )),
         (false, true) => Ok(Source::File(settings.jwks_file.clone())),
         (true, false) => {
-            let uri: http::Uri = settings.jwks_url.parse().map_err(|error| KeyError::Jwks {
+            let url = |reason: String| KeyError::Jwks {
                 field: "auth.jwks_url",
-                reason: format!("{:?} is not a URL: {error}", settings.jwks_url),
-            })?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(KeyError::Jwks {
-                    field: "auth.jwks_url",
-                    reason: format!(
-                        "{:?}: only http:// URLs are supported (serve the key set from a \
-                         sidecar, or sync it to auth.jwks_file)",
+                reason,
+            };
+            let uri: http::Uri = settings
+                .jwks_url
+                .parse()
+                .map_err(|error| url(format!("{:?} is not a URL: {error}", settings.jwks_url)))?;
+            let Some(host) = uri.host() else {
+                return Err(url(format!("{:?} names no host", settings.jwks_url)));
+            };
+            let ca_file = &settings.jwks_ca_file;
+            let tls = match uri.scheme_str() {
+                Some("http") if ca_file.is_empty() => None,
+                Some("http") => {
+                    return Err(KeyError::Setting(
+                        "auth.jwks_ca_file is set but auth.jwks_url is not https://",
+                    ));
+                }
+                Some("https") if ca_file.is_empty() => {
+                    return Err(KeyError::Setting(
+                        "auth.jwks_ca_file is required for an https:// auth.jwks_url",
+                    ));
+                }
+                Some("https") => {
+                    let config = service_runtime::tls::https_client("auth.jwks_ca_file", ca_file)
+                        .map_err(|reason| KeyError::Jwks {
+                        field: "auth.jwks_ca_file",
+                        reason,
+                    })?;
+                    let server =
+                        rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']))
+                            .map_err(|error| url(format!("{host:?}: {error}")))?
+                            .to_owned();
+                    Some(Tls { config, server })
+                }
+                _ => {
+                    return Err(url(format!(
+                        "{:?}: only http:// and https:// URLs are supported",
                         settings.jwks_url
-                    ),
-                });
-            }
-            Ok(Source::Url(uri))
+                    )));
+                }
+            };
+            Ok(Source::Url(uri, tls))
         }
         (true, true) => unreachable!("uses_jwks was checked"),
     }
@@ -296,7 +341,7 @@ impl Source {
         match self {
             Source::Configured => "auth.public_key_file",
             Source::File(_) => "auth.jwks_file",
-            Source::Url(_) => "auth.jwks_url",
+            Source::Url(..) => "auth.jwks_url",
         }
     }
 
@@ -314,23 +359,44 @@ impl Source {
                     Err(error) => Err(format!("the read did not finish: {error}")),
                 }
             }
-            Source::Url(uri) => tokio::time::timeout(FETCH_TIMEOUT, get(uri))
+            Source::Url(uri, tls) => tokio::time::timeout(FETCH_TIMEOUT, get(uri, tls.as_ref()))
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer from {uri} within {FETCH_TIMEOUT:?}"))),
         }
     }
 }
 
-/// `GET uri` over HTTP/1.1 with hyper's client connection, one connection per fetch (a fetch
-/// is rare); only `200 OK` with a body of at most [`MAX_JWKS_BYTES`] is a key set.
-async fn get(uri: &http::Uri) -> Result<Bytes, String> {
+/// `GET uri` over HTTP/1.1 with hyper's client connection, over TLS for `https://`, one
+/// connection per fetch (a fetch is rare); only `200 OK` with a body of at most
+/// [`MAX_JWKS_BYTES`] is a key set.
+async fn get(uri: &http::Uri, tls: Option<&Tls>) -> Result<Bytes, String> {
     let host = uri.host().unwrap_or_default();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|error| format!("cannot connect to {uri}: {error}"))?;
+    match tls {
+        None => exchange(uri, stream).await,
+        Some(tls) => {
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(tls.server.clone(), stream)
+                .await
+                .map_err(|error| format!("{uri}: TLS: {error}"))?;
+            exchange(uri, stream).await
+        }
+    }
+}
+
+/// The GET of [`get`] on a connected stream.
+async fn exchange<I>(uri: &http::Uri, io: I) -> Result<Bytes, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let host = uri.host().unwrap_or_default();
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(|error| format!("{uri}: {error}"))?;
     let connection = tokio::spawn(connection);

@@ -60,8 +60,11 @@ pub struct AuthSettings {
     /// A JSON Web Key Set file to take the keys from instead of `hs256_secret` or
     /// `public_key_file`; each token's `kid` chooses its key.
     pub jwks_file: String,
-    /// An `http://` URL of a JSON Web Key Set, likewise; at most one of the two is set.
+    /// An `http://` or `https://` URL of a JSON Web Key Set, likewise; at most one of the two
+    /// is set.
     pub jwks_url: String,
+    /// The CA certificates, PEM, that an `https://` `jwks_url`'s certificate must chain to.
+    pub jwks_ca_file: String,
     /// Seconds between reloads of the key set.
     pub jwks_refresh_seconds: u64,
     /// The least number of seconds between two fetches of the key set that tokens naming an
@@ -80,6 +83,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("leeway_seconds", &self.leeway_seconds)
             .field("jwks_file", &self.jwks_file)
             .field("jwks_url", &self.jwks_url)
+            .field("jwks_ca_file", &self.jwks_ca_file)
             .field("jwks_refresh_seconds", &self.jwks_refresh_seconds)
             .field("jwks_min_refetch_seconds", &self.jwks_min_refetch_seconds)
             .finish()
@@ -98,6 +102,7 @@ impl AuthSettings {
             leeway_seconds: 30,
             jwks_file: String::new(),
             jwks_url: String::new(),
+            jwks_ca_file: String::new(),
             jwks_refresh_seconds: 300,
             jwks_min_refetch_seconds: 10,
         }

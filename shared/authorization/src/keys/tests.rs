@@ -278,11 +278,13 @@ async fn bad_key_set_settings_fail_at_start_up_naming_the_setting() {
         none_fits.starts_with("auth.jwks_url: no key with a kid fits the algorithm HS256"),
         "{none_fits}"
     );
-    let https = message(from_url("https://idp.example.com/jwks.json", 10)).await;
+    let no_ca = message(from_url("https://idp.example.com/jwks.json", 10)).await;
     assert!(
-        https.starts_with("auth.jwks_url:") && https.contains("http://"),
-        "{https}"
+        no_ca.starts_with("auth.jwks_ca_file is required"),
+        "{no_ca}"
     );
+    let ftp = message(from_url("ftp://idp.example.com/jwks.json", 10)).await;
+    assert!(ftp.starts_with("auth.jwks_url:"), "{ftp}");
     let both = message(AuthSettings {
         jwks_file: "/keys.json".into(),
         ..from_url(&served.url("/"), 10)
@@ -310,4 +312,83 @@ async fn bad_key_set_settings_fail_at_start_up_naming_the_setting() {
         Verifier::new(&from_url(&served.url("/"), 10)),
         Err(KeyError::JwksNeedsStart)
     ));
+}
+
+/// Serves `body` over HTTPS on loopback with the certificate `leaf`, once per connection.
+async fn served_over_tls(body: String, leaf: &test_pki::Leaf) -> std::net::SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = CertificateDer::pem_file_iter(&leaf.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_https_key_set_is_fetched_from_a_server_its_ca_vouches_for_only() {
+    let pki = test_pki::Pki::new();
+    let ca = pki.ca("identity-ca");
+    let other = pki.ca("another-ca");
+    let leaf = pki.leaf(&ca, "identity-provider");
+    let addr = served_over_tls(jwks(&[oct("a")]), &leaf).await;
+    let settings = |ca_file: &str| AuthSettings {
+        jwks_ca_file: ca_file.into(),
+        ..from_url(&format!("https://localhost:{}/jwks.json", addr.port()), 10)
+    };
+    let verifier = Verifier::start(&settings(&ca.file)).await.unwrap();
+    assert!(verifier.verify(&hs256("a")).is_ok());
+    // A server that another CA vouches for is not the identity provider.
+    let untrusted = Verifier::start(&settings(&other.file))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        untrusted.starts_with("auth.jwks_url:") && untrusted.contains("TLS"),
+        "{untrusted}"
+    );
+    let plain = Verifier::start(&AuthSettings {
+        jwks_ca_file: ca.file.clone(),
+        ..from_url("http://localhost:1/jwks.json", 10)
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(plain.starts_with("auth.jwks_ca_file is set"), "{plain}");
 }
