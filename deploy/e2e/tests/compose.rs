@@ -24,6 +24,7 @@ async fn the_scenarios_and_chaos_pass_on_the_compose_topology() {
         .expect("E2E_CONSUMER_METRICS is host:port");
     abuse::unknown_paths_do_not_grow_the_metrics(&endpoints, consumer_metrics).await;
     abuse::page_tokens_are_opaque_and_bound_to_their_caller(&endpoints).await;
+    abuse::tokens_with_a_made_up_territory_are_refused(&endpoints).await;
     abuse::stalled_calls_hold_nothing_for_long(&endpoints).await;
 
     let mut figures = Figures::default();

@@ -3,7 +3,9 @@
 //! aggregates agree with the likes, reposts and follows the other services seed.
 //!
 //! Policy cases are placed by track number so that demos and tests can find them:
-//! - `n % 10 == 3`: private, with a secret token;
+//! - `n % 10 == 3`: private (the tracks service gives each a secret token from the OS CSPRNG
+//!   when it seeds its database: a secret derived from the seed would be known to anyone who
+//!   can read this file, so tests and tools learn it through the tracks or creator API);
 //! - `n % 20 == 7`: geoblocked by an allow-list (`CA`, `US`);
 //! - `n % 20 == 11`: geoblocked by a block-list (`DE`, `FR`);
 //! - `n % 3 == 0`: downloadable;
@@ -70,7 +72,6 @@ pub struct SeedTrack {
     pub artwork_url: String,
     pub create_time_us: i64,
     pub visibility: SeedVisibility,
-    pub secret_token: Option<String>,
     pub geo_mode: SeedGeoMode,
     pub territories: Vec<String>,
     pub downloadable: bool,
@@ -166,12 +167,16 @@ impl Seed {
                 } else {
                     SeedVisibility::Public
                 },
-                secret_token: private.then(|| format!("sec_{:016x}", rng.next())),
                 geo_mode,
                 territories,
                 downloadable: n % 3 == 0,
                 audio,
             });
+            if private {
+                // The draw that made a private track's secret token before secret tokens left
+                // the seed: kept, so that the rest of the dataset stays what it was.
+                rng.next();
+            }
         }
 
         let links = |per_user: u64, spread: u64, to_users: bool, rng: &mut Rng| {
@@ -275,9 +280,7 @@ mod tests {
         assert!(a.follows.len() > 5_000, "{}", a.follows.len());
         let t = |n: usize| &a.tracks[n - 1];
         assert_eq!(t(3).visibility, SeedVisibility::Private);
-        assert!(t(3).secret_token.is_some());
         assert_eq!(t(1).visibility, SeedVisibility::Public);
-        assert!(t(1).secret_token.is_none());
         assert_eq!(t(7).geo_mode, SeedGeoMode::AllowList);
         assert_eq!(t(11).geo_mode, SeedGeoMode::BlockList);
         assert!(t(6).downloadable && !t(1).downloadable);

@@ -6,7 +6,6 @@
 mod api;
 mod model;
 mod store;
-mod territories;
 mod upload;
 
 use foundation_kit::{

@@ -2,8 +2,7 @@
 //! callers may write.
 
 use foundation_kit::{FoundationError, ids, time};
-
-use crate::territories;
+use service_runtime::territories as iso3166;
 
 pub(crate) const MAX_TITLE: usize = 200;
 pub(crate) const MAX_DESCRIPTION: usize = 5000;
@@ -155,9 +154,10 @@ impl Track {
 }
 
 /// A private link's secret: 128 bits from the operating system's CSPRNG, independent of any id
-/// (a UUIDv7 made beside the track id would share its timestamp bits), compared in constant
+/// (a UUIDv7 made beside the track id would share its timestamp bits) and of the seed (seeded
+/// private tracks get theirs here too, when the database is seeded), compared in constant
 /// time by `authorization::policy::secrets_match`.
-fn new_secret_token() -> String {
+pub(crate) fn new_secret_token() -> String {
     let mut bits = [0u8; 16];
     // Without the OS generator there is no safe secret: the service cannot go on.
     getrandom::fill(&mut bits).expect("the operating system's random generator is available");
@@ -220,7 +220,7 @@ pub(crate) fn territories(codes: &[String]) -> Result<Vec<String>, FoundationErr
     }
     let mut out = Vec::with_capacity(codes.len());
     for code in codes {
-        if !territories::is_valid(code) {
+        if !iso3166::is_assigned(code) {
             return Err(FoundationError::invalid(
                 "geoblocking.territories",
                 format!("{code:?} is not an ISO 3166-1 alpha-2 code"),

@@ -14,7 +14,7 @@ use protos::foundation::counts::v1::{TrackDeleted, TrackReaction, event::Kind};
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
-use crate::model::{Audio, GeoMode, Geoblocking, Metadata, Track, Visibility};
+use crate::model::{self, Audio, GeoMode, Geoblocking, Metadata, Track, Visibility};
 
 const COLUMNS: &str = "id, owner_id, title, description, genre, duration_ms, artwork_url, \
      create_time_us, update_time_us, visibility, secret_token, geo_mode, geo_territories, \
@@ -134,7 +134,11 @@ impl TracksStore {
                     },
                     downloadable: s.downloadable,
                 },
-                secret_token: s.secret_token.clone().unwrap_or_default(),
+                // Drawn now, once per database, like a new track's: never from the seed.
+                secret_token: match s.visibility {
+                    SeedVisibility::Private => model::new_secret_token(),
+                    SeedVisibility::Public => String::new(),
+                },
                 create_time_us: s.create_time_us,
                 update_time_us: s.create_time_us,
                 audio: Audio {

@@ -115,8 +115,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
-    let verifier =
-        Verifier::new(&settings.auth).map_err(|error| RunError::Settings(error.to_string()))?;
+    let verifier = Verifier::start(&settings.auth)
+        .await
+        .map_err(|error| RunError::Settings(error.to_string()))?;
     let mut registry = Registry::default();
     let client_metrics = GrpcMetrics::register_client(&mut registry);
     let upstreams =
@@ -140,13 +141,16 @@ pub async fn run(
         .max_decoding_message_size(settings.limits.max_request_bytes);
     let service =
         tonic::service::interceptor::InterceptedService::new(server, authenticator.clone());
-    // Twirp shares the port, the authenticator (and its rate limits) and the implementation.
+    // Twirp shares the port, the authenticator (and its rate limits) and the implementation;
+    // both wait for a reload of the key set that a token's unknown kid calls for.
+    let key_wait = authenticator.clone();
     let routes = twirp::add_to(
         tonic::service::Routes::new(service),
         gateway,
         authenticator,
         settings.limits.max_request_bytes,
     );
+    let routes = key_wait.await_keys(routes);
     let app = GrpcApp::new(
         routes,
         "consumer.v1.ConsumerGateway",

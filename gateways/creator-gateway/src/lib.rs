@@ -136,7 +136,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
-    let verifier = Verifier::new(&settings.auth)?;
+    let verifier = Verifier::start(&settings.auth).await?;
     let view = view::CreatorView::load()?;
     let mut registry = Registry::default();
     let client_metrics = GrpcMetrics::register_client(&mut registry);
@@ -158,13 +158,16 @@ pub async fn run(
         server,
         authenticator.clone(),
     ));
-    // Twirp shares the port, the authenticator (and its rate limits) and the implementation.
+    // Twirp shares the port, the authenticator (and its rate limits) and the implementation;
+    // both wait for a reload of the key set that a token's unknown kid calls for.
+    let key_wait = authenticator.clone();
     let routes = twirp::add_to(
         routes,
         api,
         authenticator,
         settings.upload.max_chunk_bytes.saturating_add(1024),
     );
+    let routes = key_wait.await_keys(routes);
     let app = GrpcApp::new(
         routes,
         SERVICE_NAME,

@@ -1,14 +1,22 @@
 //! JWT verification. Every gateway call carries `authorization: Bearer <JWT>` minted by the BFF.
-//! Claims: `sub` (the user id; absent for an anonymous listener), `territory` (ISO 3166-1
-//! alpha-2, required), `iss`, `aud` (one audience or an array of them) and `exp` (all required),
+//! Claims: `sub` (the user id by the id rule of `service_runtime::ids`; absent for an anonymous
+//! listener), `territory` (an assigned ISO 3166-1 alpha-2 code, `service_runtime::territories`;
+//! required), `iss`, `aud` (one audience or an array of them) and `exp` (all required),
 //! and `nbf` when present (a token not valid yet is refused). The algorithm, issuer and audience
 //! are pinned by configuration: a token signed with any other algorithm (`none` included) is
 //! refused before its signature is even looked at.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
+use service_runtime::{ids, territories};
+
+use crate::keys::{Keyed, Keys};
 
 /// The development defaults (the README's development token, and every `defaults.toml`).
 /// Deployments must override the secret.
@@ -49,6 +57,19 @@ pub struct AuthSettings {
     pub public_key_file: String,
     /// Seconds of clock skew tolerated on `exp`.
     pub leeway_seconds: u64,
+    /// A JSON Web Key Set file to take the keys from instead of `hs256_secret` or
+    /// `public_key_file`; each token's `kid` chooses its key.
+    pub jwks_file: String,
+    /// An `http://` or `https://` URL of a JSON Web Key Set, likewise; at most one of the two
+    /// is set.
+    pub jwks_url: String,
+    /// The CA certificates, PEM, that an `https://` `jwks_url`'s certificate must chain to.
+    pub jwks_ca_file: String,
+    /// Seconds between reloads of the key set.
+    pub jwks_refresh_seconds: u64,
+    /// The least number of seconds between two fetches of the key set that tokens naming an
+    /// unknown `kid` cause.
+    pub jwks_min_refetch_seconds: u64,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -60,6 +81,11 @@ impl std::fmt::Debug for AuthSettings {
             .field("hs256_secret", &"<redacted>")
             .field("public_key_file", &self.public_key_file)
             .field("leeway_seconds", &self.leeway_seconds)
+            .field("jwks_file", &self.jwks_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_ca_file", &self.jwks_ca_file)
+            .field("jwks_refresh_seconds", &self.jwks_refresh_seconds)
+            .field("jwks_min_refetch_seconds", &self.jwks_min_refetch_seconds)
             .finish()
     }
 }
@@ -74,7 +100,17 @@ impl AuthSettings {
             hs256_secret: DEV_SECRET.into(),
             public_key_file: String::new(),
             leeway_seconds: 30,
+            jwks_file: String::new(),
+            jwks_url: String::new(),
+            jwks_ca_file: String::new(),
+            jwks_refresh_seconds: 300,
+            jwks_min_refetch_seconds: 10,
         }
+    }
+
+    /// Whether the keys come from a JSON Web Key Set.
+    pub fn uses_jwks(&self) -> bool {
+        !self.jwks_file.is_empty() || !self.jwks_url.is_empty()
     }
 }
 
@@ -138,6 +174,10 @@ pub enum TokenError {
     WrongAlgorithm,
     #[error("the token's signature is invalid")]
     BadSignature,
+    #[error("the token's header names no key id (kid)")]
+    NoKeyId,
+    #[error("the token's key id (kid) names none of the identity provider's current keys")]
+    UnknownKey,
     #[error("the token's territory claim is not an ISO 3166-1 alpha-2 code")]
     BadTerritory,
     #[error("the token's subject is not a valid user id")]
@@ -157,19 +197,34 @@ pub enum KeyError {
     Invalid(jsonwebtoken::errors::Error),
     #[error("auth.hs256_secret: must be at least 16 bytes")]
     WeakSecret,
+    #[error("{0}")]
+    Setting(&'static str),
+    #[error("{field}: {reason}")]
+    Jwks { field: &'static str, reason: String },
+    #[error("auth.jwks_file, auth.jwks_url: a key set is loaded by Verifier::start")]
+    JwksNeedsStart,
 }
 
 /// Verifies tokens; built once at start-up.
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
+    pub(crate) keys: Arc<Keys>,
     validation: Validation,
-    /// Tokens that verified, with their principal and expiry: a BFF sends the same token on
-    /// every call of a session, and checking a signature and parsing its JSON is most of what
-    /// authenticating a call costs. Keyed by the exact token, so only a byte-identical token
-    /// hits; the expiry is checked on every hit.
+    /// Tokens that verified, with their principal, expiry and the key epoch they were verified
+    /// in: a BFF sends the same token on every call of a session, and checking a signature and
+    /// parsing its JSON is most of what authenticating a call costs. Keyed by the exact token,
+    /// so only a byte-identical token hits; the expiry is checked on every hit, and a hit counts
+    /// only in the epoch of the keys in use (a change of the key set forgets every token, so
+    /// none outlives the key that signed it).
     /// Clones share it.
-    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Principal, u64)>>>,
+    verified: Arc<Mutex<HashMap<String, Remembered>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    principal: Principal,
+    exp: u64,
+    epoch: u64,
 }
 
 /// How many verified tokens are remembered; beyond that the expired ones are dropped, and if
@@ -185,28 +240,23 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
+    /// A verifier of the one configured key (`hs256_secret` or `public_key_file`); settings
+    /// that name a key set need [`Verifier::start`].
     pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
-        let key = match settings.algorithm {
-            TokenAlgorithm::HS256 => {
-                if settings.hs256_secret.len() < 16 {
-                    return Err(KeyError::WeakSecret);
-                }
-                DecodingKey::from_secret(settings.hs256_secret.as_bytes())
-            }
-            TokenAlgorithm::EdDSA | TokenAlgorithm::ES256 => {
-                let pem =
-                    std::fs::read(&settings.public_key_file).map_err(|source| KeyError::Read {
-                        path: settings.public_key_file.clone(),
-                        source,
-                    })?;
-                if settings.algorithm == TokenAlgorithm::EdDSA {
-                    DecodingKey::from_ed_pem(&pem)
-                } else {
-                    DecodingKey::from_ec_pem(&pem)
-                }
-                .map_err(KeyError::Invalid)?
-            }
-        };
+        Ok(Self::with_keys(
+            settings,
+            Arc::new(Keys::configured(settings)?),
+        ))
+    }
+
+    /// A verifier of the keys `settings` name, loaded now: a key set from `jwks_file` or
+    /// `jwks_url` (which must answer), reloaded from then on in a task of the current runtime for
+    /// as long as the verifier or a clone lives; or the one configured key.
+    pub async fn start(settings: &AuthSettings) -> Result<Self, KeyError> {
+        Ok(Self::with_keys(settings, Keys::start(settings).await?))
+    }
+
+    fn with_keys(settings: &AuthSettings, keys: Arc<Keys>) -> Self {
         let mut validation = Validation::new(settings.algorithm.into());
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
@@ -215,11 +265,46 @@ impl Verifier {
         validation.validate_exp = true;
         // `nbf`, when present, is honoured (with the same leeway as `exp`).
         validation.validate_nbf = true;
-        Ok(Self {
-            key,
+        Self {
+            keys,
             validation,
-            verified: std::sync::Arc::default(),
-        })
+            verified: Arc::default(),
+        }
+    }
+
+    /// Whether the keys come from a key set that a token's `kid` may cause to reload.
+    pub fn reloads_keys(&self) -> bool {
+        self.keys.reloadable()
+    }
+
+    /// Makes sure the key `token` names is loaded, if it can be: when the token is not
+    /// remembered and its `kid` is not in the key set, reloads the set (at most once per
+    /// `jwks_min_refetch_seconds`, sharing a reload in progress). Verify the token afterwards;
+    /// this only waits.
+    pub async fn prepare(&self, token: &str) {
+        if !self.keys.reloadable() {
+            return;
+        }
+        let epoch = self.keys.current().epoch;
+        if self
+            .lock_verified()
+            .get(token)
+            .is_some_and(|r| r.epoch == epoch)
+        {
+            return;
+        }
+        if let Ok(header) = jsonwebtoken::decode_header(token)
+            && header.alg == self.validation.algorithms[0]
+            && let Some(kid) = header.kid
+        {
+            self.keys.reload_for(&kid).await;
+        }
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Verifies a compact JWT and returns its principal.
@@ -231,14 +316,15 @@ impl Verifier {
     /// decides whether a remembered token has expired.
     fn verify_at(&self, token: &str, now: u64) -> Result<Principal, TokenError> {
         let leeway = self.validation.leeway;
+        let keys = self.keys.current();
         {
-            let mut verified = self
-                .verified
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut verified = self.lock_verified();
             match verified.get(token) {
-                Some((principal, exp)) if now <= exp.saturating_add(leeway) => {
-                    return Ok(principal.clone());
+                Some(remembered)
+                    if remembered.epoch == keys.epoch
+                        && now <= remembered.exp.saturating_add(leeway) =>
+                {
+                    return Ok(remembered.principal.clone());
                 }
                 Some(_) => {
                     verified.remove(token);
@@ -246,50 +332,59 @@ impl Verifier {
                 None => {}
             }
         }
-        let (principal, exp) = self.verify_uncached(token)?;
+        let (principal, exp) = self.verify_uncached(token, &keys.keys)?;
         if now > exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut verified = self.lock_verified();
         if verified.len() >= VERIFIED_CAPACITY {
-            verified.retain(|_, (_, exp)| now <= exp.saturating_add(leeway));
+            verified.retain(|_, remembered| {
+                remembered.epoch == keys.epoch && now <= remembered.exp.saturating_add(leeway)
+            });
             if verified.len() >= VERIFIED_CAPACITY {
                 verified.clear();
             }
         }
-        verified.insert(token.to_owned(), (principal.clone(), exp));
+        // Remembered in the epoch of the keys it was verified with: if the key set changed
+        // meanwhile, the entry never hits.
+        verified.insert(
+            token.to_owned(),
+            Remembered {
+                principal: principal.clone(),
+                exp,
+                epoch: keys.epoch,
+            },
+        );
         Ok(principal)
     }
 
-    /// Verifies the signature and every claim; returns the principal and the expiry.
-    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |error| match error.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::WrongAlgorithm
+    /// Verifies the signature and every claim with `keys`; returns the principal and the
+    /// expiry.
+    fn verify_uncached(&self, token: &str, keys: &Keyed) -> Result<(Principal, u64), TokenError> {
+        let key = match keys {
+            Keyed::One(key) => key,
+            Keyed::ByKid(keys) => {
+                // The algorithm is checked before the key is looked up, so that a token of
+                // another algorithm is refused for that whatever its kid.
+                let header = jsonwebtoken::decode_header(token).map_err(decode_error)?;
+                if header.alg != self.validation.algorithms[0] {
+                    return Err(TokenError::WrongAlgorithm);
                 }
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed,
-            },
-        )?;
+                let kid = header.kid.ok_or(TokenError::NoKeyId)?;
+                keys.get(&kid).ok_or(TokenError::UnknownKey)?
+            }
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(decode_error)?;
         let claims = data.claims;
         let territory = claims.territory;
-        if territory.len() != 2 || !territory.bytes().all(|b| b.is_ascii_uppercase()) {
+        // An assigned code only: a made-up one (`XX`, `UK`) would match no allow list and,
+        // worse, no block list.
+        if !territories::is_assigned(&territory) {
             return Err(TokenError::BadTerritory);
         }
         if let Some(sub) = &claims.sub
-            && (sub.is_empty()
-                || sub.len() > 64
-                || !sub
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            && ids::check(sub).is_err()
         {
             return Err(TokenError::BadSubject);
         }
@@ -300,6 +395,19 @@ impl Verifier {
             },
             claims.exp,
         ))
+    }
+}
+
+/// The token error of a jsonwebtoken error.
+fn decode_error(error: jsonwebtoken::errors::Error) -> TokenError {
+    match error.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::WrongAlgorithm,
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        _ => TokenError::Malformed,
     }
 }
 

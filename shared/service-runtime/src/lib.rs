@@ -13,6 +13,7 @@
 //! - [`ids`]: the id rule every service and gateway checks;
 //! - [`streams`]: server streams bounded in duration and idle time, completed only once the
 //!   client took everything;
+//! - [`territories`]: the ISO 3166-1 territory rule of geoblocking policies and tokens;
 //! - [`serve`]: the gRPC serve loop with health, reflection (`server.reflection`) and graceful
 //!   shutdown;
 //! - [`tls`]: optional TLS and mutual TLS on the gRPC port and on upstream channels.
@@ -46,6 +47,7 @@ pub mod spawn;
 pub mod status_body;
 pub mod streams;
 pub mod telemetry;
+pub mod territories;
 pub mod tls;
 pub mod upstream;
 

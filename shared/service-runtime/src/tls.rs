@@ -1,6 +1,7 @@
 //! Optional TLS and mutual TLS, configured by PEM file paths: the server side of every gRPC
 //! listener (`[server.tls]`) and the client side of every upstream channel
-//! (`[upstreams.<name>.tls]`). Both run on rustls with the `ring` provider, through tonic.
+//! (`[upstreams.<name>.tls]`). Both run on rustls with the `ring` provider, through tonic;
+//! [`https_client`] is the same client side for plain HTTPS (a gateway's key set URL).
 //!
 //! Every file is read and checked when the settings are turned into a configuration, so a bad
 //! path, bad PEM or a key that does not fit its certificate fails at start-up with the settings
@@ -182,6 +183,19 @@ impl ClientTlsSettings {
         }
         Ok(config)
     }
+}
+
+/// A rustls client configuration for HTTPS that trusts the CA certificates in `ca_file` only,
+/// on the same provider and protocol versions as the gRPC channels; `field` names the setting
+/// in errors.
+pub fn https_client(field: &str, ca_file: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let (_, roots) = trust_anchors(field, ca_file)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("{field}: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -1,16 +1,22 @@
 //! Helpers every test binary of the workspace needs, written once: [`eventually`], which polls
-//! a condition with a deadline (tests never sleep to synchronise), and [`http_get`], a raw
-//! HTTP/1.0 GET for metrics pages and other plain endpoints. Tests and test harnesses only.
+//! a condition with a deadline (tests never sleep to synchronise), [`http_get`], a raw
+//! HTTP/1.0 GET for metrics pages and other plain endpoints, and [`ServedBody`], a loopback
+//! HTTP server of one document (an identity provider's key set). Tests and test harnesses only.
 
 use std::{
     future::Future,
     net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
 };
 
 /// What one poll of [`eventually`] found: done (with a value), or not yet (with the reason, when
@@ -95,6 +101,84 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A loopback HTTP/1.1 server that answers every request with one JSON document, which the
+/// test may replace at any time, and counts the requests it answered. Stops when dropped.
+#[derive(Debug)]
+pub struct ServedBody {
+    addr: SocketAddr,
+    body: Arc<Mutex<String>>,
+    requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl ServedBody {
+    /// Serves `body` on `127.0.0.1`, port 0.
+    pub async fn start(body: impl Into<String>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let body = Arc::new(Mutex::new(body.into()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let body = body.clone();
+            let requests = requests.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(answer(stream, body.clone(), requests.clone()));
+                }
+            }
+        });
+        Self {
+            addr,
+            body,
+            requests,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Replaces the document; the next request gets the new one.
+    pub fn set(&self, body: impl Into<String>) {
+        *self.body.lock().expect("not poisoned") = body.into();
+    }
+
+    /// How many requests were answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ServedBody {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request's head, answers it with the document and closes the connection.
+async fn answer(mut stream: TcpStream, body: Arc<Mutex<String>>, requests: Arc<AtomicUsize>) {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => head.extend_from_slice(&buffer[..read]),
+        }
+    }
+    let body = body.lock().expect("not poisoned").clone();
+    requests.fetch_add(1, Ordering::SeqCst);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

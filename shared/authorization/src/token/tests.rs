@@ -96,6 +96,15 @@ fn every_bad_token_is_refused_for_its_reason() {
             hs256(&with("territory", json!("us"))),
             TokenError::BadTerritory,
         ),
+        // Well formed but not assigned: a made-up code, and the common mistake for GB.
+        (
+            hs256(&with("territory", json!("XX"))),
+            TokenError::BadTerritory,
+        ),
+        (
+            hs256(&with("territory", json!("UK"))),
+            TokenError::BadTerritory,
+        ),
         (hs256(&with("sub", json!("a b"))), TokenError::BadSubject),
         (hs256(&with("sub", json!(""))), TokenError::BadSubject),
         (

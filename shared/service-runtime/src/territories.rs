@@ -1,4 +1,8 @@
-//! ISO 3166-1 alpha-2 territory codes.
+//! The territory rule, written once for the whole topology: a territory is an officially
+//! assigned ISO 3166-1 alpha-2 code, upper case. The tracks service checks the territories of
+//! geoblocking policies with it, and the gateways the `territory` claim of every token, so that
+//! a made-up code (`XX`) or a common mistake (`UK` for `GB`) can neither be stored in a policy
+//! nor slip past one.
 
 /// Every officially assigned ISO 3166-1 alpha-2 code, sorted.
 const CODES: [&str; 249] = [
@@ -20,7 +24,8 @@ const CODES: [&str; 249] = [
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 ];
 
-pub(crate) fn is_valid(code: &str) -> bool {
+/// Whether `code` is an officially assigned ISO 3166-1 alpha-2 code (upper case).
+pub fn is_assigned(code: &str) -> bool {
     CODES.binary_search(&code).is_ok()
 }
 
@@ -32,10 +37,10 @@ mod tests {
     fn the_table_is_sorted_and_knows_real_codes_only() {
         assert!(CODES.windows(2).all(|pair| pair[0] < pair[1]));
         for good in ["US", "DE", "GB", "JP", "BR"] {
-            assert!(is_valid(good), "{good}");
+            assert!(is_assigned(good), "{good}");
         }
         for bad in ["UK", "us", "XX", "USA", "", "EU"] {
-            assert!(!is_valid(bad), "{bad}");
+            assert!(!is_assigned(bad), "{bad}");
         }
     }
 }
