@@ -237,3 +237,115 @@ pub async fn tokens_with_a_made_up_territory_are_refused(e: &Endpoints) {
         );
     }
 }
+
+/// A listener's like can always be taken back, even once its owner made the track private (it
+/// would otherwise stay and keep counting); the private track's secret token is 128 random
+/// bits, sharing nothing with the track's id.
+pub async fn reactions_outlive_their_tracks_visibility(e: &Endpoints) {
+    use protos::{
+        consumer::v1::UnlikeTrackRequest,
+        creator::v1::{self as creator, UpdateTrackRequest},
+    };
+    let owner = unique("usr_hides");
+    let listener = unique("usr_reacts");
+    let audio: Vec<u8> = (0..4_000u32).map(|i| (i % 251) as u8).collect();
+    let track = crate::scenarios::upload(e, &owner, "soon private", &audio).await;
+    let mut consumer = e.consumer().await;
+    let like = |user: &str| {
+        signed(
+            protos::consumer::v1::LikeTrackRequest {
+                track_id: track.id.clone(),
+            },
+            Some(user),
+            "US",
+        )
+    };
+    assert!(
+        consumer
+            .like_track(like(&listener))
+            .await
+            .expect("a like")
+            .into_inner()
+            .changed
+    );
+    let private = e
+        .creator()
+        .await
+        .update_track(signed(
+            UpdateTrackRequest {
+                track: Some(creator::Track {
+                    id: track.id.clone(),
+                    visibility: creator::track::Visibility::Private as i32,
+                    ..creator::Track::default()
+                }),
+                update_mask: mask(&["visibility"]),
+            },
+            Some(&owner),
+            "US",
+        ))
+        .await
+        .expect("the owner makes the track private")
+        .into_inner();
+    let token = private.secret_token;
+    // `sec_` and the random part in hex.
+    let secret = token.strip_prefix("sec_").unwrap_or(&token);
+    assert!(
+        secret.len() >= 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a secret token of at least 128 bits: {token:?}"
+    );
+    let id_digits: String = track.id.chars().filter(char::is_ascii_hexdigit).collect();
+    assert!(
+        !id_digits.contains(&secret[..8])
+            && !secret.contains(&id_digits[id_digits.len().saturating_sub(8)..]),
+        "the secret token {token} shares digits with the id {}",
+        track.id
+    );
+
+    let refused = consumer
+        .like_track(like(&unique("usr_late")))
+        .await
+        .expect_err("hidden");
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let unlike = signed(
+        UnlikeTrackRequest {
+            track_id: track.id.clone(),
+        },
+        Some(&listener),
+        "US",
+    );
+    let taken_back = consumer
+        .unlike_track(unlike)
+        .await
+        .expect("an unlike of a hidden track");
+    assert!(taken_back.into_inner().changed, "the like was taken back");
+}
+
+/// A keyed command refused before anything changed (a like of a missing track) holds no
+/// idempotency key: the key is free for the caller's next command, and such refusals cannot
+/// fill the store.
+pub async fn refusals_hold_no_idempotency_key(e: &Endpoints) {
+    let mut consumer = e.consumer().await;
+    let user = unique("usr_keyed");
+    let keyed = |track: &str| {
+        let mut request = signed(
+            protos::consumer::v1::LikeTrackRequest {
+                track_id: track.into(),
+            },
+            Some(&user),
+            "US",
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", "one-key".parse().expect("an ASCII key"));
+        request
+    };
+    let missing = consumer
+        .like_track(keyed("trk_99999"))
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    consumer
+        .like_track(keyed(PUBLIC_TRACK))
+        .await
+        .expect("the key was not held by the refusal");
+}

@@ -25,6 +25,8 @@ async fn the_scenarios_and_chaos_pass_on_the_compose_topology() {
     abuse::unknown_paths_do_not_grow_the_metrics(&endpoints, consumer_metrics).await;
     abuse::page_tokens_are_opaque_and_bound_to_their_caller(&endpoints).await;
     abuse::tokens_with_a_made_up_territory_are_refused(&endpoints).await;
+    abuse::reactions_outlive_their_tracks_visibility(&endpoints).await;
+    abuse::refusals_hold_no_idempotency_key(&endpoints).await;
     abuse::stalled_calls_hold_nothing_for_long(&endpoints).await;
 
     let mut figures = Figures::default();

@@ -12,13 +12,19 @@ use crate::{CountsStore, Limits};
 
 #[derive(Debug)]
 pub(crate) struct CountsApi {
+    /// [`Limits::apply_events_clients`], parsed once.
+    apply_events_clients: Vec<String>,
     store: CountsStore,
     limits: Limits,
 }
 
 impl CountsApi {
     pub(crate) fn new(store: CountsStore, limits: Limits) -> Self {
-        Self { store, limits }
+        Self {
+            apply_events_clients: limits.apply_events_clients(),
+            store,
+            limits,
+        }
     }
 }
 
@@ -78,6 +84,13 @@ impl CountsService for CountsApi {
         &self,
         request: Request<ApplyEventsRequest>,
     ) -> Result<Response<ApplyEventsResponse>, Status> {
+        if !service_runtime::tls::client_named(&request, &self.apply_events_clients) {
+            tracing::warn!("ApplyEvents refused: the caller's certificate names no allowed client");
+            return Err(FoundationError::PermissionDenied(
+                "only the writers' relays may apply events; this caller's certificate names none of them",
+            )
+            .into());
+        }
         let events = request.into_inner().events;
         if events.len() > self.limits.max_events {
             return Err(FoundationError::invalid(

@@ -49,6 +49,23 @@ pub struct Settings {
 pub struct Limits {
     pub max_batch: usize,
     pub max_events: usize,
+    /// With mutual TLS, the DNS names, comma separated, one of which an `ApplyEvents` caller's
+    /// certificate must carry (the writers' relays); empty: every caller the client CA vouches
+    /// for.
+    #[serde(default)]
+    pub apply_events_clients: String,
+}
+
+impl Limits {
+    /// The names of [`Limits::apply_events_clients`].
+    pub fn apply_events_clients(&self) -> Vec<String> {
+        self.apply_events_clients
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl ServiceSettings for Settings {

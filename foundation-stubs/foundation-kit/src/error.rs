@@ -11,6 +11,9 @@ pub enum FoundationError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A caller the server admits, refused this method.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
     #[error("audio exceeds the limit of {limit} bytes")]
     AudioTooLarge { limit: u64 },
     /// A stream whose peer sent nothing for longer than its idle bound.
@@ -41,6 +44,7 @@ impl From<FoundationError> for Status {
             FoundationError::FailedPrecondition(_) => {
                 Status::failed_precondition(error.to_string())
             }
+            FoundationError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
             FoundationError::AudioTooLarge { .. } => {
                 Status::new(Code::OutOfRange, error.to_string())
             }

@@ -285,3 +285,27 @@ pub fn loopback_client(
     }
     Ok(config)
 }
+
+/// Whether the caller of `request` presented a client certificate (verified by the server's
+/// `client_ca_file`) that names one of `names` among its DNS subject alternative names, so that
+/// a method can admit only some of the callers the CA vouches for. True when `names` is empty;
+/// false for a caller without a certificate otherwise.
+pub fn client_named<T>(request: &tonic::Request<T>, names: &[String]) -> bool {
+    use rustls::pki_types::ServerName;
+    if names.is_empty() {
+        return true;
+    }
+    let Some(certificates) = request.peer_certs() else {
+        return false;
+    };
+    let Some(leaf) = certificates.first() else {
+        return false;
+    };
+    let Ok(parsed) = rustls::server::ParsedCertificate::try_from(leaf) else {
+        return false;
+    };
+    names.iter().any(|name| {
+        ServerName::try_from(name.as_str())
+            .is_ok_and(|name| rustls::client::verify_server_name(&parsed, &name).is_ok())
+    })
+}

@@ -64,9 +64,17 @@ impl Pki {
     /// # Panics
     /// When rcgen cannot make the certificate (tests only).
     pub fn leaf(&self, ca: &Ca, name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("certificate parameters");
+        self.leaf_for(ca, name, &[])
+    }
+
+    /// As [`Pki::leaf`], also valid for the DNS names `also`.
+    ///
+    /// # Panics
+    /// When rcgen cannot make the certificate (tests only).
+    pub fn leaf_for(&self, ca: &Ca, name: &str, also: &[&str]) -> Leaf {
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        names.extend(also.iter().map(|name| (*name).to_owned()));
+        let mut params = CertificateParams::new(names).expect("certificate parameters");
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().expect("a key");
         let cert = params.signed_by(&key, &ca.issuer).expect("a certificate");

@@ -145,3 +145,53 @@ async fn with_mutual_tls_only_callers_with_a_client_certificate_apply_events() {
     assert_eq!(likes_of(&mut trusted).await, 1);
     counts.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn only_the_named_relays_apply_events_while_other_callers_of_the_ca_may_read() {
+    let pki = Pki::new();
+    let servers = pki.ca("servers");
+    let callers = pki.ca("callers");
+    let own = pki.leaf(&servers, "counts");
+    let mut settings = counts::Settings::defaults();
+    settings.database = testing::sqlite();
+    settings.server.tls = ServerTlsSettings {
+        cert_file: own.cert.clone(),
+        key_file: own.key.clone(),
+        client_ca_file: callers.file.clone(),
+    };
+    settings.limits.apply_events_clients = "likes, tracks".into();
+    let counts = Running::ephemeral("counts", move |listeners, shutdown| {
+        counts::run(settings, listeners, shutdown)
+    })
+    .await
+    .unwrap();
+    let relay = pki.leaf_for(&callers, "likes-relay", &["likes"]);
+    let gateway = pki.leaf_for(&callers, "consumer-gateway", &["consumer-gateway"]);
+    counts
+        .wait_serving_with(
+            Some(client(&servers, Some(&relay))),
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let mut relay = counts_client(&counts, Some(client(&servers, Some(&relay)))).await;
+    let mut gateway = counts_client(&counts, Some(client(&servers, Some(&gateway)))).await;
+
+    let forged = gateway
+        .apply_events(like("ev-from-a-gateway", "usr_9"))
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::PermissionDenied, "{forged:?}");
+    assert_eq!(
+        likes_of(&mut gateway).await,
+        0,
+        "the gateway still reads counts"
+    );
+
+    relay
+        .apply_events(like("ev-relayed", "usr_9"))
+        .await
+        .unwrap();
+    assert_eq!(likes_of(&mut gateway).await, 1);
+    counts.stop().await.unwrap();
+}

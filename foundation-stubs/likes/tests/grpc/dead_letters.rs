@@ -42,10 +42,6 @@ async fn poison_on(likes_db: DatabaseSettings, counts_db: DatabaseSettings) {
         user_id: user.into(),
         track_id: track.into(),
     };
-    // The service answered, so its database is migrated; the test reaches into its outbox as
-    // a bug or a version skew would.
-    sqlx::any::install_default_drivers();
-    let inspect = sqlx::AnyPool::connect(&likes_db.url).await.unwrap();
     assert!(
         client
             .like(like("usr_a", "trk_1"))
@@ -54,6 +50,10 @@ async fn poison_on(likes_db: DatabaseSettings, counts_db: DatabaseSettings) {
             .into_inner()
             .changed
     );
+    // The service answered, so its database exists and is migrated; the test reaches into its
+    // outbox as a bug or a version skew would.
+    sqlx::any::install_default_drivers();
+    let inspect = sqlx::AnyPool::connect(&likes_db.url).await.unwrap();
     let first: String = sqlx::query("SELECT id FROM outbox")
         .fetch_one(&inspect)
         .await

@@ -46,6 +46,9 @@ pub(crate) struct Options {
     pub(crate) margin_ms: Option<u64>,
     /// The gateway's `upstreams.tracks.timeout_ms`.
     pub(crate) tracks_timeout_ms: Option<u64>,
+    /// The gateway's `server.max_concurrent_requests` and `max_concurrent_streams`, and its
+    /// `server.request_idle_timeout_ms`.
+    pub(crate) gateway_limits: Option<(usize, usize, u64)>,
 }
 
 /// The foundation services a creator gateway needs, and the gateway in front of them. Each is
@@ -112,6 +115,11 @@ impl Topology {
         }
         if let Some(timeout_ms) = options.tracks_timeout_ms {
             settings.upstreams.tracks.timeout_ms = timeout_ms;
+        }
+        if let Some((requests, streams, idle_ms)) = options.gateway_limits {
+            settings.server.max_concurrent_requests = requests;
+            settings.server.max_concurrent_streams = streams;
+            settings.server.request_idle_timeout_ms = idle_ms;
         }
         let gateway = Running::ephemeral("creator-gateway", |listeners, shutdown| {
             creator_gateway::run(settings, listeners, shutdown)

@@ -298,3 +298,71 @@ async fn the_uploader_owns_the_track() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn stalled_uploads_have_their_own_budget_and_end_at_the_idle_bound() {
+    // Two calls at once in all, one upload at once, and bodies silent for 2 s end their call.
+    let topology = Topology::start_with(Options {
+        gateway_limits: Some((2, 1, 2000)),
+        ..Options::default()
+    })
+    .await;
+    let client = topology.client().await;
+    // An upload that sends its metadata, then nothing.
+    let stall = || {
+        let mut client = client.clone();
+        let stalled = futures::stream::iter([UploadTrackRequest {
+            part: Some(Part::Metadata(new_track("stalled"))),
+        }])
+        .chain(futures::stream::pending());
+        tokio::spawn(async move { client.upload_track(owner(stalled)).await })
+    };
+    // Another upload finds the one place for uploads taken. It ends at once, so that its answer
+    // comes back at once: RESOURCE_EXHAUSTED while the stalled one holds the place, or,
+    // admitted first, INVALID_ARGUMENT for its missing commit (and then the stalled one may
+    // have been refused instead, and is started again).
+    let mut first = stall();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second upload was refused while the first held the uploads' place"
+        );
+        if first.is_finished() {
+            first = stall();
+        }
+        let short = futures::stream::iter([UploadTrackRequest {
+            part: Some(Part::Metadata(new_track("second"))),
+        }]);
+        // Another user, whose rate limit these attempts spend.
+        match client
+            .clone()
+            .upload_track(as_user(Some("usr_0003"), short))
+            .await
+        {
+            Err(status)
+                if status.code() == Code::ResourceExhausted
+                    && status.message().contains("concurrency limit") =>
+            {
+                break status;
+            }
+            _ => tokio::task::yield_now().await,
+        }
+    };
+    println!("a second upload beside a stalled one: {refused:?}");
+    // Meanwhile the other calls are served: the upload holds none of their two places.
+    for _ in 0..5 {
+        let mut client = client.clone();
+        client
+            .list_my_tracks(as_user(Some(OTHER), ListMyTracksRequest::default()))
+            .await
+            .expect("a query beside a stalled upload");
+    }
+    // And the stalled upload ends at the idle bound.
+    let ended = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the stalled upload ended")
+        .unwrap()
+        .expect_err("a stalled upload fails");
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+}
