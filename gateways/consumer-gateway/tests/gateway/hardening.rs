@@ -188,3 +188,67 @@ async fn a_dead_upstream_opens_its_circuit_and_costs_nothing_per_request() {
     );
     assert!(refused >= 20.0, "{refused}");
 }
+
+#[tokio::test]
+async fn one_subject_cannot_take_every_place_in_flight() {
+    let t = Topology::start_tuned(
+        |gateway| {
+            gateway.rate_limit.max_in_flight_per_user = 2;
+            gateway.rate_limit.max_in_flight_anonymous_per_territory = 2;
+        },
+        |tracks| {
+            tracks.faults.insert(
+                "BatchGetTracks".into(),
+                MethodFault {
+                    latency_ms: 400,
+                    error_rate: 0.0,
+                    code: FaultCode::Unavailable,
+                },
+            );
+        },
+    )
+    .await;
+    // Six calls each of one user and of anonymous callers in the US, two each of anonymous
+    // callers in DE and of another user, all at once.
+    let callers = [
+        (Some("usr_0010"), "US", 6),
+        (None, "US", 6),
+        (None, "DE", 2),
+        (Some("usr_0011"), "US", 2),
+    ];
+    let client = &t.client;
+    let calls = callers.iter().flat_map(|&(user, territory, n)| {
+        (0..n).map(move |_| {
+            let mut client = client.clone();
+            async move {
+                let outcome = client
+                    .get_track(as_user(get("trk_00001"), user, territory))
+                    .await;
+                ((user, territory), outcome.map(|_| ()))
+            }
+        })
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    for &(user, territory, n) in &callers {
+        let mine: Vec<_> = outcomes
+            .iter()
+            .filter(|(who, _)| *who == (user, territory))
+            .map(|(_, outcome)| outcome)
+            .collect();
+        let served = mine.iter().filter(|outcome| outcome.is_ok()).count();
+        let refused = mine
+            .iter()
+            .filter(|outcome| {
+                outcome.as_ref().is_err_and(|status| {
+                    status.code() == Code::ResourceExhausted
+                        && status.message().contains("calls in flight")
+                })
+            })
+            .count();
+        assert_eq!(
+            (served, refused),
+            (2, n - 2),
+            "{user:?} in {territory}: {mine:?}"
+        );
+    }
+}
