@@ -35,7 +35,7 @@ fn get_track(user: Option<&str>, territory: &str) -> tonic::Request<GetTrackRequ
 }
 
 /// One caller opens many calls and never sends their request messages. Only as many as one
-/// caller may have in flight are admitted (the rest are RESOURCE_EXHAUSTED at once); other
+/// caller may have in flight are admitted (the rest are refused with RESOURCE_EXHAUSTED); other
 /// callers are served meanwhile; and the admitted ones end with DEADLINE_EXCEEDED once their
 /// bodies have been silent for `server.request_idle_timeout_ms`, freeing their places.
 pub async fn stalled_calls_hold_nothing_for_long(e: &Endpoints) {
@@ -106,8 +106,8 @@ pub async fn stalled_calls_hold_nothing_for_long(e: &Endpoints) {
     assert!(refused > 0, "one caller had all {STALLED} calls admitted");
     assert!(timed_out > 0, "no stalled call was admitted at all");
     println!(
-        "abuse: {STALLED} stalled calls of one caller: {refused} refused at once, \
-         {timed_out} ended by the idle bound after {took:?}"
+        "abuse: {STALLED} stalled calls of one caller: {refused} refused for the caller's \
+         calls in flight, {timed_out} ended by the idle bound; all ended within {took:?}"
     );
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use e2e::{Endpoints, abuse, scenarios};
 use topology::{Options, Topology};
 
-#[tokio::test]
-async fn the_scenarios_pass_on_the_in_process_topology() {
+/// A small seeded topology on ephemeral ports, ready, and its endpoints.
+async fn started() -> (Topology, Endpoints) {
     let topology = Topology::start(Options {
         seed_users: 200,
         seed_tracks: 300,
@@ -24,6 +24,12 @@ async fn the_scenarios_pass_on_the_in_process_topology() {
         follows: topology.follows.url(),
         counts: topology.counts.url(),
     };
+    (topology, endpoints)
+}
+
+#[tokio::test]
+async fn the_scenarios_pass_on_the_in_process_topology() {
+    let (topology, endpoints) = started().await;
     scenarios::browse(&endpoints).await;
     scenarios::like_converges(&endpoints).await;
     scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
@@ -33,23 +39,7 @@ async fn the_scenarios_pass_on_the_in_process_topology() {
 
 #[tokio::test]
 async fn the_abuse_scenarios_pass_on_the_in_process_topology() {
-    let topology = Topology::start(Options {
-        seed_users: 200,
-        seed_tracks: 300,
-        ephemeral: true,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    topology.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let endpoints = Endpoints {
-        consumer: topology.consumer_gateway.url(),
-        creator: topology.creator_gateway.url(),
-        tracks: topology.tracks.url(),
-        likes: topology.likes.url(),
-        follows: topology.follows.url(),
-        counts: topology.counts.url(),
-    };
+    let (topology, endpoints) = started().await;
     abuse::unknown_paths_do_not_grow_the_metrics(
         &endpoints,
         topology.consumer_gateway.metrics_addr,

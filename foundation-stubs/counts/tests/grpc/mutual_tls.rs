@@ -74,13 +74,15 @@ async fn likes_of(client: &mut CountsServiceClient<Channel>) -> u64 {
         .likes_count
 }
 
-#[tokio::test]
-async fn with_mutual_tls_only_callers_with_a_client_certificate_apply_events() {
-    let pki = Pki::new();
-    let servers = pki.ca("servers");
-    let callers = pki.ca("callers");
-    let strangers = pki.ca("strangers");
-    let own = pki.leaf(&servers, "counts");
+/// Counts over TLS with `own`, serving only callers with a certificate `callers` issued, and
+/// `apply_events_clients` as given; returned once `relay` sees it serving.
+async fn mutual_tls_counts(
+    servers: &Ca,
+    callers: &Ca,
+    own: &Leaf,
+    relay: &Leaf,
+    apply_events_clients: &str,
+) -> Running {
     let mut settings = counts::Settings::defaults();
     settings.database = testing::sqlite();
     settings.server.tls = ServerTlsSettings {
@@ -88,19 +90,31 @@ async fn with_mutual_tls_only_callers_with_a_client_certificate_apply_events() {
         key_file: own.key.clone(),
         client_ca_file: callers.file.clone(),
     };
+    settings.limits.apply_events_clients = apply_events_clients.into();
     let counts = Running::ephemeral("counts", move |listeners, shutdown| {
         counts::run(settings, listeners, shutdown)
     })
     .await
     .unwrap();
-    let relay = pki.leaf(&callers, "relay");
     counts
         .wait_serving_with(
-            Some(client(&servers, Some(&relay))),
+            Some(client(servers, Some(relay))),
             Instant::now() + Duration::from_secs(30),
         )
         .await
         .unwrap();
+    counts
+}
+
+#[tokio::test]
+async fn with_mutual_tls_only_callers_with_a_client_certificate_apply_events() {
+    let pki = Pki::new();
+    let servers = pki.ca("servers");
+    let callers = pki.ca("callers");
+    let strangers = pki.ca("strangers");
+    let own = pki.leaf(&servers, "counts");
+    let relay = pki.leaf(&callers, "relay");
+    let counts = mutual_tls_counts(&servers, &callers, &own, &relay, "").await;
     let mut trusted = counts_client(&counts, Some(client(&servers, Some(&relay)))).await;
     assert_eq!(likes_of(&mut trusted).await, 0);
 
@@ -152,28 +166,9 @@ async fn only_the_named_relays_apply_events_while_other_callers_of_the_ca_may_re
     let servers = pki.ca("servers");
     let callers = pki.ca("callers");
     let own = pki.leaf(&servers, "counts");
-    let mut settings = counts::Settings::defaults();
-    settings.database = testing::sqlite();
-    settings.server.tls = ServerTlsSettings {
-        cert_file: own.cert.clone(),
-        key_file: own.key.clone(),
-        client_ca_file: callers.file.clone(),
-    };
-    settings.limits.apply_events_clients = "likes, tracks".into();
-    let counts = Running::ephemeral("counts", move |listeners, shutdown| {
-        counts::run(settings, listeners, shutdown)
-    })
-    .await
-    .unwrap();
     let relay = pki.leaf_for(&callers, "likes-relay", &["likes"]);
     let gateway = pki.leaf_for(&callers, "consumer-gateway", &["consumer-gateway"]);
-    counts
-        .wait_serving_with(
-            Some(client(&servers, Some(&relay))),
-            Instant::now() + Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+    let counts = mutual_tls_counts(&servers, &callers, &own, &relay, "likes, tracks").await;
     let mut relay = counts_client(&counts, Some(client(&servers, Some(&relay)))).await;
     let mut gateway = counts_client(&counts, Some(client(&servers, Some(&gateway)))).await;
 
