@@ -1,7 +1,8 @@
 //! Helpers every test binary of the workspace needs, written once: [`eventually`], which polls
 //! a condition with a deadline (tests never sleep to synchronise), [`http_get`], a raw
 //! HTTP/1.0 GET for metrics pages and other plain endpoints, and [`ServedBody`], a loopback
-//! HTTP server of one document (an identity provider's key set). Tests and test harnesses only.
+//! HTTP server of one document (an identity provider's key set), and [`base64url`] for
+//! hand-made tokens and keys. Tests and test harnesses only.
 
 use std::{
     future::Future,
@@ -179,6 +180,22 @@ async fn answer(mut stream: TcpStream, body: Arc<Mutex<String>>, requests: Arc<A
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// `bytes` in URL-safe base64 without padding, as JWTs and JWKs carry them.
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

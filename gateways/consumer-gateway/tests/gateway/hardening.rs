@@ -20,20 +20,23 @@ fn get(track: &str) -> GetTrackRequest {
     }
 }
 
+/// Tracks answering BatchGetTracks after 400 ms, so that the gateway's calls stay in flight.
+fn slow_tracks(tracks: &mut tracks::Settings) {
+    tracks.faults.insert(
+        "BatchGetTracks".into(),
+        MethodFault {
+            latency_ms: 400,
+            error_rate: 0.0,
+            code: FaultCode::Unavailable,
+        },
+    );
+}
+
 #[tokio::test]
 async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
     let t = Topology::start_tuned(
         |gateway| gateway.server.max_concurrent_requests = 2,
-        |tracks| {
-            tracks.faults.insert(
-                "BatchGetTracks".into(),
-                MethodFault {
-                    latency_ms: 400,
-                    error_rate: 0.0,
-                    code: FaultCode::Unavailable,
-                },
-            );
-        },
+        slow_tracks,
     )
     .await;
     let calls = (0..8).map(|_| {
@@ -196,16 +199,7 @@ async fn one_subject_cannot_take_every_place_in_flight() {
             gateway.rate_limit.max_in_flight_per_user = 2;
             gateway.rate_limit.max_in_flight_anonymous_per_territory = 2;
         },
-        |tracks| {
-            tracks.faults.insert(
-                "BatchGetTracks".into(),
-                MethodFault {
-                    latency_ms: 400,
-                    error_rate: 0.0,
-                    code: FaultCode::Unavailable,
-                },
-            );
-        },
+        slow_tracks,
     )
     .await;
     // Six calls each of one user and of anonymous callers in the US, two each of anonymous

@@ -6,7 +6,7 @@ use std::time::Duration;
 use authorization::token::{Claims, DEV_AUDIENCE, DEV_ISSUER, DEV_SECRET, mint, now_seconds};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use protos::consumer::v1::GetTrackRequest;
-use test_support::{ServedBody, eventually};
+use test_support::{ServedBody, base64url, eventually};
 use tonic::{Code, Request, metadata::MetadataValue};
 
 use crate::fixture::Topology;
@@ -29,21 +29,6 @@ fn hs(algorithm: Algorithm, claims: &Claims) -> String {
     )
 }
 
-fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn missing_and_bad_tokens_are_unauthenticated() {
     let t = Topology::start().await;
@@ -53,8 +38,8 @@ async fn missing_and_bad_tokens_are_unauthenticated() {
     );
     let alg_none = format!(
         "{}.{}.",
-        b64(br#"{"alg":"none","typ":"JWT"}"#),
-        b64(payload.as_bytes())
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(payload.as_bytes())
     );
     let cases: Vec<(&str, Option<String>)> = vec![
         ("missing", None),
@@ -197,7 +182,7 @@ fn jwks(kids: &[&str]) -> String {
         .map(|kid| {
             format!(
                 r#"{{"kty":"oct","kid":"{kid}","alg":"HS256","use":"sig","k":"{}"}}"#,
-                b64(&secret_of(kid))
+                base64url(&secret_of(kid))
             )
         })
         .collect();

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use test_support::{ServedBody, eventually};
+use test_support::{ServedBody, base64url, eventually};
 
 use crate::token::{
     AuthSettings, Claims, DEV_AUDIENCE, DEV_ISSUER, KeyError, TokenAlgorithm, TokenError, Verifier,
@@ -14,28 +14,13 @@ const ED25519_X: &str = "nJC_B0aTxzPsk-XZtnX6-npG_C_-fNxZsVsts1Bwehg";
 const P256_X: &str = "ff1uEUcbYuAnLwfpHTri8ka6dabUpAX4NOCdhfrb9gk";
 const P256_Y: &str = "bxg1jiXyO_sQPU7EGVJsOj6O5Vd1Asde3gDpVY4EUjI";
 
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 /// The HS256 secret of the key `kid` in these tests.
 fn secret(kid: &str) -> Vec<u8> {
     format!("the-secret-of-key-{kid}").into_bytes()
 }
 
 fn oct(kid: &str) -> serde_json::Value {
-    json!({"kty": "oct", "kid": kid, "alg": "HS256", "use": "sig", "k": b64url(&secret(kid))})
+    json!({"kty": "oct", "kid": kid, "alg": "HS256", "use": "sig", "k": base64url(&secret(kid))})
 }
 
 fn jwks(keys: &[serde_json::Value]) -> String {
@@ -80,9 +65,9 @@ async fn keys_are_chosen_by_kid_and_the_pinned_algorithm_decides_which_keys_coun
         oct("a"),
         oct("b"),
         // Not for HS256: another alg, an encryption key, a short secret, another type.
-        json!({"kty": "oct", "kid": "hs512", "alg": "HS512", "k": b64url(&secret("hs512"))}),
-        json!({"kty": "oct", "kid": "enc", "use": "enc", "k": b64url(&secret("enc"))}),
-        json!({"kty": "oct", "kid": "short", "k": b64url(b"short")}),
+        json!({"kty": "oct", "kid": "hs512", "alg": "HS512", "k": base64url(&secret("hs512"))}),
+        json!({"kty": "oct", "kid": "enc", "use": "enc", "k": base64url(&secret("enc"))}),
+        json!({"kty": "oct", "kid": "short", "k": base64url(b"short")}),
         json!({"kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": ED25519_X}),
         json!({"kty": "RSA", "kid": "rsa", "n": "AQAB", "e": "AQAB"}),
         json!({"kty": "unheard-of", "kid": "future"}),

@@ -1,5 +1,6 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
+use test_support::base64url;
 
 use super::*;
 
@@ -36,21 +37,6 @@ fn without(key: &str) -> serde_json::Value {
     let mut claims = claims();
     claims.as_object_mut().unwrap().remove(key);
     claims
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[test]
