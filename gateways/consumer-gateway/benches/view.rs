@@ -118,6 +118,7 @@ fn bench(c: &mut Criterion) {
     let principal = Principal {
         user_id: Some("usr_0900".into()),
         territory: "US".into(),
+        client: None,
     };
     c.bench_function("visible", |b| {
         b.iter(|| visible(black_box(&tracks[0]), &principal, None))

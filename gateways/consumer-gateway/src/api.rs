@@ -3,11 +3,11 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use authorization::{Principal, interceptor::principal};
+use authorization::{Principal, client::client, interceptor::principal};
 use futures::{Stream, StreamExt};
 use gateway_kit::{
-    Audit, Cursors, Deadline, Scope, UpstreamError, check_id, outbound, reads, signed_in,
-    with_degraded,
+    Audit, Cost, Cursors, Deadline, Governance, Scope, UpstreamError, check_id, outbound, reads,
+    signed_in, with_degraded,
 };
 use protos::{
     consumer::v1::{
@@ -34,13 +34,14 @@ use crate::{
 
 #[derive(Debug)]
 pub(crate) struct ConsumerApi {
-    view: Arc<TrackView>,
-    clients: Arc<Clients>,
-    audit: Audit,
-    limits: Limits,
-    idempotency: Arc<IdempotencyStore>,
-    cursors: Cursors,
-    downloads: StreamLimits,
+    pub(crate) view: Arc<TrackView>,
+    pub(crate) clients: Arc<Clients>,
+    pub(crate) audit: Audit,
+    pub(crate) limits: Limits,
+    pub(crate) idempotency: Arc<IdempotencyStore>,
+    pub(crate) cursors: Cursors,
+    pub(crate) downloads: StreamLimits,
+    pub(crate) governance: Governance,
 }
 
 /// The RPC page tokens of liked tracks are bound to.
@@ -72,26 +73,6 @@ impl Command {
 }
 
 impl ConsumerApi {
-    pub(crate) fn new(
-        view: Arc<TrackView>,
-        clients: Clients,
-        audit: Audit,
-        limits: Limits,
-        idempotency: Arc<IdempotencyStore>,
-        cursors: Cursors,
-        downloads: StreamLimits,
-    ) -> Self {
-        Self {
-            view,
-            clients: Arc::new(clients),
-            audit,
-            limits,
-            idempotency,
-            cursors,
-            downloads,
-        }
-    }
-
     /// A track the caller may see, or `TrackNotFound` (the same for missing and hidden).
     async fn visible_track(
         &self,
@@ -244,10 +225,13 @@ impl ConsumerGateway for ConsumerApi {
         request: Request<GetTrackRequest>,
     ) -> Result<Response<Track>, Status> {
         let principal = principal(&request)?;
+        let client = client(&request);
         let deadline = self.clients.calls.deadline(request.metadata());
-        let message = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
         check_id("track_id", &message.track_id).map_err(GatewayError::from)?;
-        let mask = self.view.mask(message.read_mask)?;
+        let mask = self.view.requested(&metadata, message.read_mask)?;
+        let cost = self.view.cost(&mask, principal.user().is_some(), 1);
+        let admitted = self.governance.admit("GetTrack", &client, &mask, cost)?;
         let caller = Caller {
             principal: &principal,
             secret_token: message.secret_token.as_deref(),
@@ -264,6 +248,7 @@ impl ConsumerGateway for ConsumerApi {
             .next()
             .flatten()
             .ok_or(GatewayError::TrackNotFound)?;
+        admitted.served();
         Ok(with_degraded(track, &assembled.degraded))
     }
 
@@ -272,8 +257,9 @@ impl ConsumerGateway for ConsumerApi {
         request: Request<BatchGetTracksRequest>,
     ) -> Result<Response<BatchGetTracksResponse>, Status> {
         let principal = principal(&request)?;
+        let client = client(&request);
         let deadline = self.clients.calls.deadline(request.metadata());
-        let message = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
         if message.track_ids.len() > self.limits.max_batch {
             return Err(GatewayError::invalid(
                 "track_ids",
@@ -288,8 +274,14 @@ impl ConsumerGateway for ConsumerApi {
         for id in &message.track_ids {
             check_id("track_ids", id).map_err(GatewayError::from)?;
         }
-        let mask = self.view.mask(message.read_mask)?;
+        let mask = self.view.requested(&metadata, message.read_mask)?;
+        let tracks = field_mask::unique_keys(message.track_ids.iter()).len();
+        let cost = self.view.cost(&mask, principal.user().is_some(), tracks);
+        let admitted = self
+            .governance
+            .admit("BatchGetTracks", &client, &mask, cost)?;
         if message.track_ids.is_empty() {
+            admitted.served();
             return Ok(Response::new(BatchGetTracksResponse::default()));
         }
         let caller = Caller {
@@ -314,6 +306,7 @@ impl ConsumerGateway for ConsumerApi {
                 None => response.missing_ids.push(id),
             }
         }
+        admitted.served();
         Ok(with_degraded(response, &assembled.degraded))
     }
 
@@ -327,11 +320,17 @@ impl ConsumerGateway for ConsumerApi {
         request: Request<ListLikedTracksRequest>,
     ) -> Result<Response<ListLikedTracksResponse>, Status> {
         let principal = principal(&request)?;
+        let client = client(&request);
         let deadline = self.clients.calls.deadline(request.metadata());
-        let message = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
         check_id("user_id", &message.user_id).map_err(GatewayError::from)?;
         let wanted = page_size(message.page_size)?;
-        let mask = self.view.mask(message.read_mask)?;
+        let mask = self.view.requested(&metadata, message.read_mask)?;
+        // One call lists the page of likes; the tracks on it cost what a batch of them does.
+        let cost = Cost {
+            extra: 1,
+            ..self.view.cost(&mask, principal.user().is_some(), wanted)
+        };
         let clients = &self.clients;
         let caller = Caller {
             principal: &principal,
@@ -351,6 +350,9 @@ impl ConsumerGateway for ConsumerApi {
             .cursors
             .open(&scope, &message.page_token)
             .map_err(|error| GatewayError::invalid("page_token", error.to_string()))?;
+        let admitted = self
+            .governance
+            .admit("ListLikedTracks", &client, &mask, cost)?;
         let mut tracks: Vec<Track> = Vec::with_capacity(wanted);
         let mut degraded: Vec<String> = Vec::new();
         for _ in 0..self.limits.max_list_rounds.max(1) {
@@ -390,6 +392,7 @@ impl ConsumerGateway for ConsumerApi {
             tracks,
             next_page_token: self.cursors.seal(&scope, &token),
         };
+        admitted.served();
         Ok(with_degraded(response, &degraded))
     }
 
@@ -517,8 +520,31 @@ impl ConsumerGateway for ConsumerApi {
         &self,
         request: Request<ExplainReadMaskRequest>,
     ) -> Result<Response<ExplainReadMaskResponse>, Status> {
-        let mask = self.view.mask(request.into_inner().read_mask)?;
+        let principal = principal(&request)?;
+        let client = client(&request);
+        let (metadata, _, message) = request.into_parts();
+        let mask = self.view.requested(&metadata, message.read_mask)?;
+        let tracks = message.track_count.max(1) as usize;
+        let cost = self.view.cost(&mask, principal.user().is_some(), tracks);
+        let verdict = self.governance.explain(&client, &mask, cost);
         let explain = self.view.explain(&mask);
+        let mut text = explain.to_string();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "cost: {cost} for client {:?}, budget {}{}\n",
+            client.name(),
+            match verdict.budget {
+                0 => "none".to_owned(),
+                budget => budget.to_string(),
+            },
+            if verdict.mask_allowed {
+                ""
+            } else {
+                "; the mask is not on the client's list of allowed masks"
+            },
+        ));
         Ok(Response::new(ExplainReadMaskResponse {
             read_mask: mask.to_json(),
             calls: explain
@@ -534,7 +560,11 @@ impl ConsumerGateway for ConsumerApi {
                     caused_by: call.causes.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
-            text: explain.to_string(),
+            text,
+            cost: verdict.cost.total(),
+            client: client.name().to_owned(),
+            budget: verdict.budget,
+            mask_allowed: verdict.mask_allowed,
         }))
     }
 }

@@ -16,8 +16,13 @@ mod view;
 
 use std::sync::Arc;
 
-use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
-use gateway_kit::{Audit, CallSettings, CursorSettings, Cursors, IdempotencySettings};
+use authorization::{
+    AuthSettings, Authenticator, Verifier, client::ClientSettings, limit::RateLimitSettings,
+};
+use gateway_kit::{
+    AllowedMaskSettings, Audit, BudgetSettings, CallSettings, CursorSettings, Cursors, Governance,
+    IdempotencySettings,
+};
 use prometheus_client::registry::Registry;
 use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -61,6 +66,15 @@ pub struct Settings {
     pub cursors: CursorSettings,
     /// The bounds of `DownloadTrack` streams.
     pub downloads: StreamSettings,
+    /// Which BFF client makes a call.
+    #[serde(default)]
+    pub clients: ClientSettings,
+    /// The masks each client may read with.
+    #[serde(default)]
+    pub allowed_masks: AllowedMaskSettings,
+    /// The most a read of each client may cost.
+    #[serde(default)]
+    pub fanout_budget: BudgetSettings,
     /// Fault injection by method name, off by default.
     #[serde(default)]
     pub faults: FaultSettings,
@@ -127,16 +141,28 @@ pub async fn run(
     let cursors =
         Cursors::new(&settings.cursors).map_err(|error| RunError::Settings(error.to_string()))?;
     let downloads = StreamLimits::new(&settings.downloads, &mut registry);
-    let gateway = Arc::new(api::ConsumerApi::new(
+    let (governance, client_names) = Governance::start(
+        view.schema(),
+        &settings.clients,
+        &settings.allowed_masks,
+        &settings.fanout_budget,
+        &mut registry,
+    )
+    .map_err(RunError::Settings)?;
+    let gateway = Arc::new(api::ConsumerApi {
         view,
-        upstreams,
+        clients: Arc::new(upstreams),
         audit,
-        settings.limits.clone(),
-        settings.idempotency.store(),
+        limits: settings.limits.clone(),
+        idempotency: settings.idempotency.store(),
         cursors,
         downloads,
-    ));
-    let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
+        governance,
+    });
+
+    let authenticator = Authenticator::new(verifier)
+        .with_rate_limits(&settings.rate_limit)
+        .with_clients(client_names);
     let server = ConsumerGatewayServer::from_arc(gateway.clone())
         .max_decoding_message_size(settings.limits.max_request_bytes);
     let service =

@@ -92,10 +92,12 @@ mod tests {
         let listener = Principal {
             user_id: Some("usr_listener".into()),
             territory: "US".into(),
+            client: None,
         };
         let owner = Principal {
             user_id: Some("usr_owner".into()),
             territory: "US".into(),
+            client: None,
         };
         assert_eq!(visible(&track(None), &listener, None), Ok(()), "no policy");
         let none = Policy {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use authorization::Principal;
 use field_mask::{Explain, FanoutSpec, Input, Mask, Source, ViewSchema, run_plan, unique_keys};
-use gateway_kit::{Audit, Deadline, reads};
+use gateway_kit::{Audit, Cost, Deadline, reads, requested_mask};
 use protos::{
     consumer::v1 as view,
     foundation::{
@@ -123,6 +123,44 @@ impl TrackView {
             .schema()
             .parse_field_mask(read_mask)
             .map_err(|error| GatewayError::InvalidMask(error.user_message()))
+    }
+
+    /// A request's read mask: its `read_mask` field, or the `x-read-mask` metadata
+    /// (`gateway_kit::governance::requested_mask`); an invalid one is `INVALID_ARGUMENT` naming
+    /// the path.
+    pub(crate) fn requested(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        read_mask: Option<prost_types::FieldMask>,
+    ) -> Result<Mask, GatewayError> {
+        requested_mask(self.spec.schema(), metadata, read_mask).map_err(|error| match error.from {
+            gateway_kit::governance::MaskSource::Field => GatewayError::InvalidMask(error.message),
+            gateway_kit::governance::MaskSource::Header => {
+                GatewayError::InvalidMask(error.to_string())
+            }
+        })
+    }
+
+    /// The view's schema.
+    pub fn schema(&self) -> &ViewSchema {
+        self.spec.schema()
+    }
+
+    /// The planned cost of reading `tracks` tracks with `mask`: the foundation calls
+    /// [`TrackView::assemble`] makes, each carrying up to `tracks` keys (the viewer relations
+    /// of an anonymous caller make no call).
+    pub(crate) fn cost(&self, mask: &Mask, signed_in: bool, tracks: usize) -> Cost {
+        let calls = self
+            .spec
+            .plan(mask)
+            .sources()
+            .filter(|source| signed_in || !matches!(source, Src::Reactions | Src::Following))
+            .count();
+        Cost {
+            calls: calls as u64,
+            keys: tracks as u64,
+            extra: 0,
+        }
     }
 
     /// The planned foundation calls for a mask.

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
-use authorization::interceptor;
+use authorization::{
+    client::{Client, client},
+    interceptor,
+};
 use field_mask::Mask;
 use gateway_kit::{
-    Audit, Cursors, Deadline, Scope, UpstreamError, check_id, outbound, signed_in, with_degraded,
+    Audit, Cursors, Deadline, Governance, Scope, UpstreamError, check_id, outbound, requested_mask,
+    signed_in, with_degraded,
 };
 use protos::{
     creator::v1::{
@@ -24,7 +28,7 @@ use protos::{
     },
 };
 use service_runtime::idempotency::{IDEMPOTENCY_KEY, IdempotencyStore};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming, metadata::MetadataMap};
 use tracing::Instrument;
 
 use crate::{
@@ -34,6 +38,8 @@ use crate::{
 };
 
 const MAX_PAGE_SIZE: i32 = 100;
+/// The page size of a request that sets none, as the tracks service applies it.
+const DEFAULT_PAGE_SIZE: usize = 20;
 
 #[derive(Debug)]
 pub(crate) struct CreatorApi {
@@ -43,6 +49,7 @@ pub(crate) struct CreatorApi {
     idempotency: Arc<IdempotencyStore>,
     audit: Audit,
     cursors: Cursors,
+    governance: Governance,
 }
 
 /// The RPC page tokens of the caller's tracks are bound to.
@@ -69,6 +76,7 @@ impl CreatorApi {
         idempotency: Arc<IdempotencyStore>,
         audit: Audit,
         cursors: Cursors,
+        governance: Governance,
     ) -> Self {
         Self {
             view,
@@ -77,6 +85,7 @@ impl CreatorApi {
             idempotency,
             audit,
             cursors,
+            governance,
         }
     }
 
@@ -103,15 +112,20 @@ impl CreatorApi {
     async fn get_track(
         &self,
         user: &str,
+        read: Read<'_>,
         request: GetTrackRequest,
         deadline: Deadline,
-    ) -> Result<Assembled<pb::Track>, GatewayError> {
-        check_id("track_id", &request.track_id)?;
-        let mask = read_mask(&self.view, request.read_mask)?;
+    ) -> Result<Assembled<pb::Track>, Status> {
+        check_id("track_id", &request.track_id).map_err(GatewayError::from)?;
+        let mask = read_mask(&self.view, read.metadata, request.read_mask)?;
+        let admitted =
+            self.governance
+                .admit("GetTrack", read.client, &mask, self.view.cost(&mask, 1))?;
         let owned = self
             .owned_track(user, &request.track_id, &mask, deadline)
             .await?;
         let message = self.trimmed(&mask, view::to_view(owned.track, owned.counts.as_ref()))?;
+        admitted.served();
         Ok(Assembled {
             message,
             degraded: owned.degraded,
@@ -121,16 +135,18 @@ impl CreatorApi {
     async fn list_my_tracks(
         &self,
         user: &str,
+        read: Read<'_>,
         request: ListMyTracksRequest,
         deadline: Deadline,
-    ) -> Result<Assembled<ListMyTracksResponse>, GatewayError> {
+    ) -> Result<Assembled<ListMyTracksResponse>, Status> {
         if !(0..=MAX_PAGE_SIZE).contains(&request.page_size) {
             return Err(GatewayError::invalid(
                 "page_size",
                 format!("must be between 0 and {MAX_PAGE_SIZE}"),
-            ));
+            )
+            .into());
         }
-        let mask = read_mask(&self.view, request.read_mask)?;
+        let mask = read_mask(&self.view, read.metadata, request.read_mask)?;
         // The token is this gateway's, sealed for this caller.
         let scope = Scope {
             rpc: LIST_MY_TRACKS,
@@ -142,6 +158,16 @@ impl CreatorApi {
             .cursors
             .open(&scope, &request.page_token)
             .map_err(|error| GatewayError::invalid("page_token", error.to_string()))?;
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size as usize,
+        };
+        let admitted = self.governance.admit(
+            "ListMyTracks",
+            read.client,
+            &mask,
+            self.view.page_cost(&mask, size),
+        )?;
         let message = ListTracksByOwnerRequest {
             owner_id: user.to_owned(),
             page_size: request.page_size,
@@ -154,7 +180,8 @@ impl CreatorApi {
                 let message = message.clone();
                 async move { client.list_tracks_by_owner(outbound(message, budget)).await }
             })
-            .await?;
+            .await
+            .map_err(GatewayError::from)?;
         // Counts gets what the tracks call left of the request's deadline.
         let (counts, degraded) = if self.view.needs_counts(&mask) {
             let ids = page.tracks.iter().map(|track| track.id.clone());
@@ -176,7 +203,8 @@ impl CreatorApi {
                 let track_counts = counts.as_ref().and_then(|counts| counts.get(&track.id));
                 self.trimmed(&mask, view::to_view(track, track_counts))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, GatewayError>>()?;
+        admitted.served();
         Ok(Assembled {
             message: ListMyTracksResponse {
                 tracks,
@@ -343,12 +371,21 @@ fn not_found_as(error: UpstreamError, track_id: &str) -> GatewayError {
     }
 }
 
+/// A read's request metadata and BFF client.
+#[derive(Debug, Clone, Copy)]
+struct Read<'a> {
+    metadata: &'a MetadataMap,
+    client: &'a Client,
+}
+
+/// A read's mask: the `read_mask` field, or the `x-read-mask` metadata.
 fn read_mask(
     view: &CreatorView,
+    metadata: &MetadataMap,
     mask: Option<prost_types::FieldMask>,
 ) -> Result<Mask, GatewayError> {
-    view.parse(mask)
-        .map_err(|error| GatewayError::invalid("read_mask", error.user_message()))
+    requested_mask(view.schema(), metadata, mask)
+        .map_err(|error| GatewayError::invalid(error.field(), error.message))
 }
 
 /// The calling user, from the verified token.
@@ -366,10 +403,14 @@ impl CreatorGateway for CreatorApi {
         request: Request<GetTrackRequest>,
     ) -> Result<Response<pb::Track>, Status> {
         let user = user(&request)?;
+        let client = client(&request);
         let deadline = self.clients.calls.deadline(request.metadata());
-        let assembled = self
-            .get_track(&user, request.into_inner(), deadline)
-            .await?;
+        let (metadata, _, message) = request.into_parts();
+        let read = Read {
+            metadata: &metadata,
+            client: &client,
+        };
+        let assembled = self.get_track(&user, read, message, deadline).await?;
         Ok(assembled.into_response())
     }
 
@@ -378,10 +419,14 @@ impl CreatorGateway for CreatorApi {
         request: Request<ListMyTracksRequest>,
     ) -> Result<Response<ListMyTracksResponse>, Status> {
         let user = user(&request)?;
+        let client = client(&request);
         let deadline = self.clients.calls.deadline(request.metadata());
-        let assembled = self
-            .list_my_tracks(&user, request.into_inner(), deadline)
-            .await?;
+        let (metadata, _, message) = request.into_parts();
+        let read = Read {
+            metadata: &metadata,
+            client: &client,
+        };
+        let assembled = self.list_my_tracks(&user, read, message, deadline).await?;
         Ok(assembled.into_response())
     }
 

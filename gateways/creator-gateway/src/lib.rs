@@ -31,8 +31,13 @@ mod upload;
 mod upstream;
 pub mod view;
 
-use authorization::{AuthSettings, Authenticator, Verifier, limit::RateLimitSettings};
-use gateway_kit::{Audit, CallSettings, CursorSettings, Cursors, IdempotencySettings};
+use authorization::{
+    AuthSettings, Authenticator, Verifier, client::ClientSettings, limit::RateLimitSettings,
+};
+use gateway_kit::{
+    AllowedMaskSettings, Audit, BudgetSettings, CallSettings, CursorSettings, Cursors, Governance,
+    IdempotencySettings,
+};
 use prometheus_client::registry::Registry;
 use protos::creator::v1::creator_gateway_server::CreatorGatewayServer;
 use serde::{Deserialize, Serialize};
@@ -73,6 +78,15 @@ pub struct Settings {
     /// The key page tokens are sealed with.
     #[serde(default)]
     pub cursors: CursorSettings,
+    /// Which BFF client makes a call.
+    #[serde(default)]
+    pub clients: ClientSettings,
+    /// The masks each client may read with.
+    #[serde(default)]
+    pub allowed_masks: AllowedMaskSettings,
+    /// The most a read of each client may cost.
+    #[serde(default)]
+    pub fanout_budget: BudgetSettings,
     #[serde(default)]
     pub faults: FaultSettings,
 }
@@ -143,6 +157,14 @@ pub async fn run(
     let upstreams =
         upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
     let audit = Audit::register(&mut registry);
+    let (governance, client_names) = Governance::start(
+        view.schema(),
+        &settings.clients,
+        &settings.allowed_masks,
+        &settings.fanout_budget,
+        &mut registry,
+    )
+    .map_err(RunError::Settings)?;
     let api = std::sync::Arc::new(api::CreatorApi::new(
         view,
         upstreams,
@@ -150,8 +172,11 @@ pub async fn run(
         settings.idempotency.store(),
         audit,
         Cursors::new(&settings.cursors).map_err(|error| RunError::Settings(error.to_string()))?,
+        governance,
     ));
-    let authenticator = Authenticator::new(verifier).with_rate_limits(&settings.rate_limit);
+    let authenticator = Authenticator::new(verifier)
+        .with_rate_limits(&settings.rate_limit)
+        .with_clients(client_names);
     let server = CreatorGatewayServer::from_arc(api.clone())
         .max_decoding_message_size(settings.upload.max_chunk_bytes.saturating_add(1024));
     let routes = tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(

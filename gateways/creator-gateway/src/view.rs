@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use field_mask::{
     Explain, FanoutSpec, Input, Mask, MaskError, SpecError, ViewSchema, call_batched, run_plan,
 };
-use gateway_kit::{Audit, Deadline, UpstreamError, reads};
+use gateway_kit::{Audit, Cost, Deadline, UpstreamError, reads};
 use prost_reflect::DescriptorPool;
 use protos::{
     creator::v1::{self as pb, geoblocking, track},
@@ -127,6 +127,26 @@ impl CreatorView {
     /// Parses a request's mask; unset or empty means the whole view.
     pub fn parse(&self, mask: Option<prost_types::FieldMask>) -> Result<Mask, MaskError> {
         self.schema().parse_field_mask(mask)
+    }
+
+    /// The planned cost of reading `tracks` tracks with `mask`: the planned calls, each
+    /// carrying up to `tracks` keys.
+    pub(crate) fn cost(&self, mask: &Mask, tracks: usize) -> Cost {
+        Cost {
+            calls: self.spec.plan(mask).len() as u64,
+            keys: tracks as u64,
+            extra: 0,
+        }
+    }
+
+    /// The planned cost of a page of `size` of the caller's tracks with `mask`: one call lists
+    /// the page, with the records; counts, when the mask wants them, carries `size` keys.
+    pub(crate) fn page_cost(&self, mask: &Mask, size: usize) -> Cost {
+        Cost {
+            calls: u64::from(self.needs_counts(mask)),
+            keys: size as u64,
+            extra: 1,
+        }
     }
 
     /// Whether `mask` needs the counts call.

@@ -173,6 +173,7 @@ fuzz_target!(|data: &[u8]| {
     let principal = Principal {
         user_id: user.clone(),
         territory: territory.clone(),
+        client: None,
     };
     let visible = consumer_gateway::visible(&track, &principal, token.as_deref()).is_ok();
     assert_eq!(

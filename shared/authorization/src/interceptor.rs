@@ -18,6 +18,7 @@ use tonic::{Request, Status, service::Interceptor, service::Routes};
 
 use crate::{
     Principal, Verifier,
+    client::ClientNames,
     limit::{RateLimitSettings, RateLimits},
     token::TokenError,
 };
@@ -26,6 +27,7 @@ use crate::{
 pub struct Authenticator {
     verifier: Arc<Verifier>,
     limits: Option<Arc<RateLimits>>,
+    clients: Option<Arc<ClientNames>>,
 }
 
 impl Authenticator {
@@ -33,7 +35,15 @@ impl Authenticator {
         Self {
             verifier: Arc::new(verifier),
             limits: None,
+            clients: None,
         }
+    }
+
+    /// Also names each call's BFF client ([`crate::client`]) in the request's extensions, or
+    /// refuses the call as [`ClientNames::identify`] says.
+    pub fn with_clients(mut self, clients: ClientNames) -> Self {
+        self.clients = Some(Arc::new(clients));
+        self
     }
 
     /// Also applies rate limits keyed by the verified subject: a call over its budget is
@@ -159,6 +169,10 @@ impl Interceptor for Authenticator {
                     return Err(Status::resource_exhausted(
                         "this caller has as many calls in flight as it may; retry with backoff",
                     ));
+                }
+                if let Some(clients) = &self.clients {
+                    let client = clients.identify(request.metadata(), &principal)?;
+                    request.extensions_mut().insert(client);
                 }
                 request.extensions_mut().insert(principal);
                 Ok(request)

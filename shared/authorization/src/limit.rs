@@ -114,6 +114,7 @@ mod tests {
         Principal {
             user_id: Some(id.into()),
             territory: "US".into(),
+            client: None,
         }
     }
 
@@ -121,6 +122,7 @@ mod tests {
         Principal {
             user_id: None,
             territory: territory.into(),
+            client: None,
         }
     }
 

@@ -23,6 +23,8 @@ use crate::keys::{Keyed, Keys};
 pub const DEV_SECRET: &str = "dev-only-secret-change-me";
 pub const DEV_ISSUER: &str = "dev-bff";
 pub const DEV_AUDIENCE: &str = "domain-gateways";
+/// The claim that names the BFF client by default: OpenID Connect's authorized party.
+pub const DEFAULT_CLIENT_CLAIM: &str = "azp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TokenAlgorithm {
@@ -70,6 +72,9 @@ pub struct AuthSettings {
     /// The least number of seconds between two fetches of the key set that tokens naming an
     /// unknown `kid` cause.
     pub jwks_min_refetch_seconds: u64,
+    /// The claim that names the BFF client a token was issued to (OpenID Connect's `azp`, the
+    /// authorized party); empty: tokens name no client.
+    pub client_claim: String,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -86,6 +91,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("jwks_ca_file", &self.jwks_ca_file)
             .field("jwks_refresh_seconds", &self.jwks_refresh_seconds)
             .field("jwks_min_refetch_seconds", &self.jwks_min_refetch_seconds)
+            .field("client_claim", &self.client_claim)
             .finish()
     }
 }
@@ -105,6 +111,7 @@ impl AuthSettings {
             jwks_ca_file: String::new(),
             jwks_refresh_seconds: 300,
             jwks_min_refetch_seconds: 10,
+            client_claim: DEFAULT_CLIENT_CLAIM.into(),
         }
     }
 
@@ -120,6 +127,9 @@ pub struct Principal {
     pub user_id: Option<String>,
     /// ISO 3166-1 alpha-2, upper case.
     pub territory: String,
+    /// The BFF client the token was issued to, from the claim `auth.client_claim` names, as
+    /// the token has it (`authorization::client` decides what of it is used).
+    pub client: Option<String>,
 }
 
 impl Principal {
@@ -141,6 +151,9 @@ pub struct Claims {
     #[serde(deserialize_with = "one_or_many")]
     pub aud: String,
     pub exp: u64,
+    /// Every other claim (`azp`, `iat`, `jti`, …): the client claim is read from here.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `aud` as a string, or an array of strings joined with spaces (jsonwebtoken checks the
@@ -218,6 +231,8 @@ pub struct Verifier {
     /// none outlives the key that signed it).
     /// Clones share it.
     verified: Arc<Mutex<HashMap<String, Remembered>>>,
+    /// `auth.client_claim`, when set.
+    client_claim: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +284,8 @@ impl Verifier {
             keys,
             validation,
             verified: Arc::default(),
+            client_claim: (!settings.client_claim.is_empty())
+                .then(|| Arc::from(settings.client_claim.as_str())),
         }
     }
 
@@ -376,7 +393,15 @@ impl Verifier {
         };
         let data =
             jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(decode_error)?;
-        let claims = data.claims;
+        let mut claims = data.claims;
+        // A client claim that is not a string names no client.
+        let client =
+            self.client_claim
+                .as_deref()
+                .and_then(|claim| match claims.other.remove(claim) {
+                    Some(serde_json::Value::String(client)) => Some(client),
+                    _ => None,
+                });
         let territory = claims.territory;
         // An assigned code only: a made-up one (`XX`, `UK`) would match no allow list and,
         // worse, no block list.
@@ -392,6 +417,7 @@ impl Verifier {
             Principal {
                 user_id: claims.sub,
                 territory,
+                client,
             },
             claims.exp,
         ))
@@ -422,12 +448,27 @@ pub fn now_seconds() -> u64 {
 /// Mints an HS256 token with the development issuer and audience, valid for `ttl_seconds`:
 /// for local development, demos and tests. A deployment's BFF mints its own.
 pub fn mint_development_token(user_id: Option<&str>, territory: &str, ttl_seconds: u64) -> String {
+    mint_development_client_token(user_id, territory, ttl_seconds, None)
+}
+
+/// [`mint_development_token`] issued to the BFF client `client`, named in the `azp` claim.
+pub fn mint_development_client_token(
+    user_id: Option<&str>,
+    territory: &str,
+    ttl_seconds: u64,
+    client: Option<&str>,
+) -> String {
+    let mut other = serde_json::Map::new();
+    if let Some(client) = client {
+        other.insert(DEFAULT_CLIENT_CLAIM.into(), client.into());
+    }
     let claims = Claims {
         sub: user_id.map(str::to_owned),
         territory: territory.to_owned(),
         iss: DEV_ISSUER.into(),
         aud: DEV_AUDIENCE.into(),
         exp: now_seconds() + ttl_seconds,
+        other,
     };
     mint(
         &claims,

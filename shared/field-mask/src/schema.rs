@@ -159,6 +159,38 @@ impl ViewSchema {
         self.inner.limits
     }
 
+    /// The view's leaf paths in path form, sorted: every field a path can end on that has no
+    /// fields of its own to select, with the well-known types (`google.protobuf.Timestamp`,
+    /// `Duration`, …) counted as leaves, and a recursive message followed no deeper than
+    /// `max_depth`. A bounded vocabulary for reporting which fields are read, and the one a
+    /// contract check compares descriptor sets by.
+    pub fn leaf_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_leaves(0, String::new(), 1, &mut out);
+        out.sort_unstable();
+        out
+    }
+
+    fn collect_leaves(&self, node: usize, prefix: String, depth: usize, out: &mut Vec<String>) {
+        for entry in &self.node(node).fields {
+            let path = format!("{prefix}{}", entry.name);
+            match entry.shape {
+                Shape::Message(next)
+                    if depth < self.inner.limits.max_depth
+                        && !self
+                            .node(next)
+                            .message
+                            .full_name()
+                            .starts_with("google.protobuf.")
+                        && !self.node(next).fields.is_empty() =>
+                {
+                    self.collect_leaves(next, format!("{path}."), depth + 1, out);
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+
     pub(crate) fn node(&self, index: usize) -> &Node {
         &self.inner.nodes[index]
     }

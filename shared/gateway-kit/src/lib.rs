@@ -13,6 +13,8 @@
 //!   audit log events beside them.
 //! - [`cursor`]: the gateways' own page tokens, sealed foundation tokens bound to the RPC,
 //!   the caller and the query.
+//! - [`governance`]: what each BFF client reads and may ask for: field usage per client and
+//!   path, allowed masks, the fanout budget, and the `x-read-mask` header.
 //! - [`edge`]: the `x-degraded-fields` response header, the signed-in user, the id rule at the
 //!   edge, and the idempotency settings.
 
@@ -20,6 +22,7 @@ pub mod audit;
 pub mod calls;
 pub mod cursor;
 pub mod edge;
+pub mod governance;
 pub mod reads;
 
 pub use audit::Audit;
@@ -31,3 +34,4 @@ pub use cursor::{CursorSettings, Cursors, ForeignCursor, Scope};
 pub use edge::{
     Anonymous, DEGRADED_FIELDS, IdempotencySettings, InvalidId, check_id, signed_in, with_degraded,
 };
+pub use governance::{AllowedMaskSettings, BudgetSettings, Cost, Governance, requested_mask};

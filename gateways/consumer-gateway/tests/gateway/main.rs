@@ -5,6 +5,7 @@ mod authorization_matrix;
 mod commands;
 mod downloads;
 mod fixture;
+mod governance;
 mod hardening;
 mod queries;
 mod resilience;

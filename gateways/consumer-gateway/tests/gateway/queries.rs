@@ -233,6 +233,7 @@ async fn a_mask_calls_exactly_the_foundation_methods_it_needs() {
         .explain_read_mask(as_user(
             ExplainReadMaskRequest {
                 read_mask: mask(&["creator.followers_count", "title"]),
+                track_count: 0,
             },
             None,
             "US",

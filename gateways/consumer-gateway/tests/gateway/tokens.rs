@@ -18,6 +18,7 @@ fn claims() -> Claims {
         iss: DEV_ISSUER.into(),
         aud: DEV_AUDIENCE.into(),
         exp: now_seconds() + 300,
+        other: Default::default(),
     }
 }
 

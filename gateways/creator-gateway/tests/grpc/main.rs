@@ -4,6 +4,7 @@
 
 mod commands;
 mod failures;
+mod governance;
 mod queries;
 mod support;
 mod upload;

@@ -49,6 +49,10 @@ pub(crate) struct Options {
     /// The gateway's `server.max_concurrent_requests` and `max_concurrent_streams`, and its
     /// `server.request_idle_timeout_ms`.
     pub(crate) gateway_limits: Option<(usize, usize, u64)>,
+    /// The gateway's `[allowed_masks]`.
+    pub(crate) allowed_masks: Option<gateway_kit::AllowedMaskSettings>,
+    /// The gateway's `[fanout_budget]`.
+    pub(crate) fanout_budget: Option<gateway_kit::BudgetSettings>,
 }
 
 /// The foundation services a creator gateway needs, and the gateway in front of them. Each is
@@ -120,6 +124,12 @@ impl Topology {
             settings.server.max_concurrent_requests = requests;
             settings.server.max_concurrent_streams = streams;
             settings.server.request_idle_timeout_ms = idle_ms;
+        }
+        if let Some(masks) = options.allowed_masks {
+            settings.allowed_masks = masks;
+        }
+        if let Some(budget) = options.fanout_budget {
+            settings.fanout_budget = budget;
         }
         let gateway = Running::ephemeral("creator-gateway", |listeners, shutdown| {
             creator_gateway::run(settings, listeners, shutdown)

@@ -102,6 +102,7 @@ fn claims(u: &mut Unstructured<'_>) -> Result<Claims> {
         iss,
         aud,
         exp,
+        other: Default::default(),
     })
 }
 

@@ -34,6 +34,7 @@ fn claims() -> Claims {
         iss: DEV_ISSUER.into(),
         aud: DEV_AUDIENCE.into(),
         exp: now_seconds() + 600,
+        other: Default::default(),
     }
 }
 

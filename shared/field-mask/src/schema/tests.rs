@@ -203,3 +203,35 @@ fn debug_names_the_view() {
     assert!(format!("{:?}", track()).contains("testview.v1.Track"));
     assert_eq!(track().name(), "testview.v1.Track");
 }
+
+#[test]
+fn leaf_paths_end_on_fields_with_nothing_to_select_inside() {
+    let leaves = track().leaf_paths();
+    let expected = [
+        "access.downloadable",
+        "artwork_url",
+        "collaborators",
+        "created_at",
+        "creator.display_name",
+        "creator.followed_by_viewer",
+        "creator.followers_count",
+        "creator.id",
+        "description",
+        "duration",
+        "genre",
+        "id",
+        "labels",
+        "plays_count",
+        "stats.likes_count",
+        "stats.reposts_count",
+        "tags",
+        "title",
+        "viewer.liked",
+        "viewer.reposted",
+    ];
+    assert_eq!(leaves, expected);
+    // Every leaf is a valid path.
+    for leaf in &leaves {
+        check(&track(), leaf).unwrap();
+    }
+}
