@@ -29,6 +29,11 @@ test:
 e2e:
     cargo test -p e2e --test in_process
 
+# CONSUMER_URL and CREATOR_URL point them at another topology than `just up`'s or Compose's.
+# Run the README's client examples against a running topology (`just up` in another terminal) and check what they print.
+examples:
+    deploy/examples.sh
+
 # Build fully static release binaries and one image per service from them (nothing is pulled).
 images:
     {{static_release}} --bins {{ replace_regex(binaries, '(\S+)', '-p $1') }}
