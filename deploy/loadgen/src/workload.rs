@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use authorization::token::mint_development_token;
+use authorization::token::mint_development_client_token;
 use foundation_kit::seed::{Seed, SeedGeoMode, SeedVisibility};
 use protos::{
     consumer::v1::{
@@ -46,6 +46,12 @@ pub const MASK_TABLE: &[&str] = &[
     "*",
 ];
 
+/// The BFF clients listeners call through, by user number, as the tokens' `azp` names them:
+/// the gateways count field usage per client.
+const LISTENER_CLIENTS: &[&str] = &["web-bff", "ios-bff", "android-bff"];
+/// The BFF client creators call through.
+const CREATOR_CLIENT: &str = "studio-web";
+
 /// The territory of every viewer.
 const TERRITORY: &str = "US";
 
@@ -63,8 +69,8 @@ struct Viewer {
 }
 
 impl Viewer {
-    fn new(id: String) -> anyhow::Result<Self> {
-        let token = mint_development_token(Some(&id), TERRITORY, 24 * 3600);
+    fn new(id: String, client: &str) -> anyhow::Result<Self> {
+        let token = mint_development_client_token(Some(&id), TERRITORY, 24 * 3600, Some(client));
         Ok(Self {
             authorization: format!("Bearer {token}").parse()?,
             id,
@@ -161,14 +167,18 @@ impl Workload {
         );
         // Creators are the first fifth of the users; listeners are the others.
         let creators_end = (seed_users / 5).max(1);
+        let listener = |n: u32| {
+            let client = LISTENER_CLIENTS[n as usize % LISTENER_CLIENTS.len()];
+            Viewer::new(format!("usr_{n:04}"), client)
+        };
         let creators = (1..=creators_end)
-            .map(|n| Viewer::new(format!("usr_{n:04}")))
+            .map(|n| Viewer::new(format!("usr_{n:04}"), CREATOR_CLIENT))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let listeners = (creators_end + 1..=seed_users - HEAVY_LIKERS)
-            .map(|n| Viewer::new(format!("usr_{n:04}")))
+            .map(listener)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let heavy_likers = (seed_users - HEAVY_LIKERS + 1..=seed_users)
-            .map(|n| Viewer::new(format!("usr_{n:04}")))
+            .map(listener)
             .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(!listeners.is_empty(), "the seed has too few users");
 
