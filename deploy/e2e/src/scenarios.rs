@@ -340,3 +340,83 @@ pub async fn twirp_reads(e: &Endpoints) {
     assert_eq!(hidden.json()["code"], "not_found");
     assert_eq!(hidden.json()["msg"], "track not found");
 }
+
+/// Field usage per BFF client: reads over gRPC and Twirp of a client its tokens name count once
+/// per leaf path their masks select, in `gateway_field_reads_total{client,path}`; a read with
+/// its mask in `x-read-mask` counts the same; a refused read counts nothing.
+pub async fn field_usage_is_counted_per_client(e: &Endpoints, metrics: std::net::SocketAddr) {
+    use crate::twirp::{JSON, post};
+    use service_runtime::metrics::sample;
+    const CLIENT: &str = "e2e-bff";
+    let reads = |text: &str, path: &str| {
+        sample(
+            text,
+            "gateway_field_reads_total",
+            &[("client", CLIENT), ("path", path)],
+        )
+    };
+    let token = authorization::token::mint_development_client_token(None, "US", 600, Some(CLIENT));
+    let before = test_support::http_get(metrics, "/metrics").await.1;
+    let mut consumer = e.consumer().await;
+    let mut request = tonic::Request::new(GetTrackRequest {
+        track_id: "trk_00001".into(),
+        read_mask: None,
+        secret_token: None,
+    });
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a token is ASCII"),
+    );
+    metadata.insert(
+        "x-read-mask",
+        "title,stats.likesCount".parse().expect("ASCII"),
+    );
+    let track = consumer
+        .get_track(request)
+        .await
+        .expect("a public track")
+        .into_inner();
+    assert!(
+        !track.title.is_empty() && track.genre.is_empty(),
+        "{track:?}"
+    );
+    let shown = post(
+        &e.consumer,
+        "consumer.v1.ConsumerGateway/GetTrack",
+        JSON,
+        Some(&token),
+        br#"{"trackId":"trk_00001","readMask":"title,genre"}"#,
+    )
+    .await;
+    assert_eq!(
+        shown.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&shown.body)
+    );
+    let hidden = post(
+        &e.consumer,
+        "consumer.v1.ConsumerGateway/GetTrack",
+        JSON,
+        Some(&token),
+        br#"{"trackId":"trk_00003","readMask":"description"}"#,
+    )
+    .await;
+    assert_eq!(hidden.status, 404);
+    let after = test_support::http_get(metrics, "/metrics").await.1;
+    for (path, served) in [
+        ("title", 2.0),
+        ("genre", 1.0),
+        ("stats.likes_count", 1.0),
+        ("stats.reposts_count", 0.0),
+        ("description", 0.0),
+    ] {
+        assert_eq!(
+            reads(&after, path) - reads(&before, path),
+            served,
+            "reads of {path} by {CLIENT}"
+        );
+    }
+    assert!(after.contains("gateway_view_info{view=\"consumer.v1.Track\"} 1"));
+}

@@ -23,6 +23,7 @@ async fn the_scenarios_and_chaos_pass_on_the_compose_topology() {
         .parse()
         .expect("E2E_CONSUMER_METRICS is host:port");
     abuse::unknown_paths_do_not_grow_the_metrics(&endpoints, consumer_metrics).await;
+    scenarios::field_usage_is_counted_per_client(&endpoints, consumer_metrics).await;
     abuse::page_tokens_are_opaque_and_bound_to_their_caller(&endpoints).await;
     abuse::tokens_with_a_made_up_territory_are_refused(&endpoints).await;
     abuse::reactions_outlive_their_tracks_visibility(&endpoints).await;

@@ -34,6 +34,11 @@ async fn the_scenarios_pass_on_the_in_process_topology() {
     scenarios::like_converges(&endpoints).await;
     scenarios::creator_changes_reach_listeners_at_once(&endpoints).await;
     scenarios::twirp_reads(&endpoints).await;
+    scenarios::field_usage_is_counted_per_client(
+        &endpoints,
+        topology.consumer_gateway.metrics_addr,
+    )
+    .await;
     topology.stop().await.unwrap();
 }
 
