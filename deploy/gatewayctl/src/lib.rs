@@ -1,7 +1,10 @@
 //! `gatewayctl`: a command-line client for BFF authors and platform engineers exploring the
 //! domain gateways. It mints development tokens, calls any unary RPC of either gateway with a
 //! read mask (in path or JSON form) and prints canonical protobuf JSON plus the degraded fields,
-//! shows the fanout plan of a mask, and uploads and downloads audio with a progress bar.
+//! shows the fanout plan of a mask, and uploads and downloads audio with a progress bar. For
+//! the BFF contract, `usage` sums which client reads which view path from every replica's
+//! metrics page (and exports it as a usage snapshot), and `contract` refuses a proto change
+//! that removes a path a snapshot shows read (see the `usage` and `contract` modules).
 //!
 //! Calls go over gRPC. `call` needs no generated code per method: it resolves the method in the
 //! gateways' descriptor sets (built into the binary), turns the JSON request into a dynamic
@@ -12,10 +15,15 @@
 //! The library holds the commands so that tests call them directly; `main.rs` only parses the
 //! command line and prints.
 
+pub mod contract;
 mod dynamic;
 mod transfer;
+pub mod usage;
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -125,6 +133,36 @@ pub enum Command {
         #[arg(long)]
         secret_token: Option<String>,
     },
+    /// Show which client reads which path of each gateway view, summed over the replicas'
+    /// metrics pages, and optionally export it as a usage snapshot for `contract`.
+    Usage {
+        /// A replica's Prometheus page, e.g. `http://127.0.0.1:9051/metrics`; give every
+        /// replica of the gateway (a replica counts only the reads it served).
+        #[arg(long = "metrics", required = true, value_name = "URL")]
+        metrics: Vec<String>,
+        /// Write the usage snapshot (JSON, format version 1) to this file.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
+    /// Fail when a proto change removes or renames a view path that a usage snapshot shows a
+    /// client read within the window before the snapshot was taken.
+    Contract {
+        /// The descriptor set before the change (`buf build -o base.binpb`).
+        #[arg(long, value_name = "FILE")]
+        base: PathBuf,
+        /// The descriptor set after the change.
+        #[arg(long, value_name = "FILE")]
+        head: PathBuf,
+        /// A view message to check; repeatable.
+        #[arg(long = "view", value_name = "MESSAGE", default_values = contract::DEFAULT_VIEWS)]
+        views: Vec<String>,
+        /// A usage snapshot (`gatewayctl usage --export`); repeatable.
+        #[arg(long = "usage", value_name = "FILE")]
+        usage: Vec<PathBuf>,
+        /// How recent, before a snapshot was taken, a read must be to count: `30d`, `12h`.
+        #[arg(long, default_value = "30d", value_parser = contract::Window::parse)]
+        window: contract::Window,
+    },
 }
 
 /// The two gateways.
@@ -224,7 +262,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<String> {
                     .await?;
             Ok(format!("{bytes} bytes written to {}\n", output.display()))
         }
+        Command::Usage { metrics, export } => {
+            usage::usage(&metrics, export.as_deref(), unix_now()).await
+        }
+        Command::Contract {
+            base,
+            head,
+            views,
+            usage,
+            window,
+        } => contract::contract(&base, &head, &views, &usage, window, unix_now()),
     }
+}
+
+/// The present in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// The result of [`call`]: the response as canonical JSON and the degraded mask paths.
