@@ -68,6 +68,46 @@ bench-load *ARGS:
 bench-micro *ARGS:
     RUSTFLAGS='-C target-feature=+crt-static' cargo bench --target x86_64-unknown-linux-gnu -p field-mask -p consumer-gateway --bench '*' {{ARGS}}
 
+# `buf breaking` uses WIRE_JSON: no rename, no deletion without its number and name reserved.
+# The usage step fails when a usage snapshot (contract/usage/*.json, and the files given here)
+# shows a client read a removed path within CONTRACT_WINDOW (default 30d) before the snapshot was
+# taken. buf comes from PyPI: `python3 -m pip install buf-bin`.
+# Check the BFF contract against CONTRACT_BASE (default main): buf lint, buf breaking, no removed path still read.
+[positional-arguments]
+contract-check *USAGE:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v buf >/dev/null || { echo "contract-check: buf is not installed: python3 -m pip install buf-bin" >&2; exit 1; }
+    base="${CONTRACT_BASE:-main}"
+    # The base by branch name; in a clone that has only the remote's branches, the remote's;
+    # else any ref or commit git knows.
+    if git rev-parse --verify --quiet "refs/heads/$base" >/dev/null; then
+        against=".git#branch=$base,subdir=proto"
+    elif git rev-parse --verify --quiet "refs/remotes/origin/$base" >/dev/null; then
+        against=".git#ref=origin/$base,subdir=proto"
+    else
+        against=".git#ref=$base,subdir=proto"
+    fi
+    failed=()
+    echo "contract-check: buf lint"
+    buf lint || failed+=("buf lint")
+    echo "contract-check: buf breaking (WIRE_JSON) against $base"
+    buf breaking proto --against "$against" || failed+=("buf breaking")
+    echo "contract-check: removed paths against the usage snapshots"
+    out=target/contract
+    mkdir -p "$out"
+    buf build "$against" -o "$out/base.binpb"
+    buf build proto -o "$out/head.binpb"
+    shopt -s nullglob
+    usage=()
+    for snapshot in contract/usage/*.json "$@"; do usage+=(--usage "$snapshot"); done
+    cargo run -q -p gatewayctl -- contract --base "$out/base.binpb" --head "$out/head.binpb" \
+        --window "${CONTRACT_WINDOW:-30d}" ${usage[@]+"${usage[@]}"} || failed+=("field usage")
+    if (( ${#failed[@]} )); then
+        echo "contract-check: failed: ${failed[*]}" >&2
+        exit 1
+    fi
+
 # Check formatting and lints, with warnings as errors.
 lint:
     cargo fmt --all --check
