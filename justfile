@@ -104,7 +104,8 @@ contract-check *USAGE:
     cargo run -q -p gatewayctl -- contract --base "$out/base.binpb" --head "$out/head.binpb" \
         --window "${CONTRACT_WINDOW:-30d}" ${usage[@]+"${usage[@]}"} || failed+=("field usage")
     if (( ${#failed[@]} )); then
-        echo "contract-check: failed: ${failed[*]}" >&2
+        printf -v steps '%s, ' "${failed[@]}"
+        echo "contract-check: failed: ${steps%, }" >&2
         exit 1
     fi
 

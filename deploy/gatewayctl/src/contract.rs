@@ -328,7 +328,11 @@ pub fn check(
                     }
                 }
             }
-            if read_within.is_empty() {
+            if evidence.is_empty() {
+                report
+                    .notes
+                    .push(format!("{change}; no usage snapshot to weigh it against"));
+            } else if read_within.is_empty() {
                 let mut note = format!("{change}; no client read it within the {window} window");
                 if !read_before.is_empty() {
                     note.push_str(&format!(" (earlier: {})", read_before.join("; ")));

@@ -167,6 +167,31 @@ async fn removing_a_path_nobody_read_passes_with_a_note() {
 }
 
 #[tokio::test]
+async fn without_a_snapshot_a_removal_passes_saying_nothing_weighed_it() {
+    let files = files(
+        consumer_set(|messages| remove_field(messages, "Track", "title")),
+        &snapshot(&[]),
+    );
+    let args = [
+        "contract",
+        "--base",
+        path(&files.base),
+        "--head",
+        path(&files.head),
+        "--view",
+        "consumer.v1.Track",
+    ];
+    let output = gatewayctl(&args).await.unwrap();
+    assert!(output.contains("note: no usage snapshot given"), "{output}");
+    assert!(
+        output.contains(
+            "consumer.v1.Track path title is removed; no usage snapshot to weigh it against"
+        ),
+        "{output}"
+    );
+}
+
+#[tokio::test]
 async fn a_read_older_than_the_window_passes_and_a_longer_window_catches_it() {
     let files = files(
         consumer_set(|messages| remove_field(messages, "Track", "title")),
