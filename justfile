@@ -85,8 +85,11 @@ contract-check *USAGE:
         against=".git#branch=$base,subdir=proto"
     elif git rev-parse --verify --quiet "refs/remotes/origin/$base" >/dev/null; then
         against=".git#ref=origin/$base,subdir=proto"
-    else
+    elif git rev-parse --verify --quiet "$base^{commit}" >/dev/null; then
         against=".git#ref=$base,subdir=proto"
+    else
+        echo "contract-check: CONTRACT_BASE=$base is no branch, ref or commit of this clone" >&2
+        exit 1
     fi
     failed=()
     echo "contract-check: buf lint"
