@@ -98,8 +98,9 @@ pub fn known_leaf_paths(view: &str) -> Vec<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub seconds: u64,
-    text_amount: u64,
-    text_unit: char,
+    /// The number and unit as written, for messages.
+    amount: u64,
+    unit: char,
 }
 
 impl Window {
@@ -129,15 +130,15 @@ impl Window {
             .ok_or_else(|| format!("{text:?} is too long"))?;
         Ok(Self {
             seconds,
-            text_amount: amount,
-            text_unit: unit,
+            amount,
+            unit,
         })
     }
 }
 
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.text_amount, self.text_unit)
+        write!(f, "{}{}", self.amount, self.unit)
     }
 }
 
@@ -220,7 +221,7 @@ pub fn contract(
 }
 
 /// Decodes an encoded `FileDescriptorSet` (with its imports, as `buf build -o` writes it).
-pub fn decode_set(bytes: &[u8], name: &str) -> anyhow::Result<DescriptorPool> {
+fn decode_set(bytes: &[u8], name: &str) -> anyhow::Result<DescriptorPool> {
     DescriptorPool::decode(bytes)
         .with_context(|| format!("{name} is not an encoded FileDescriptorSet with all its imports"))
 }
@@ -352,21 +353,7 @@ pub fn check(
             .map(|leaf| leaf.path.as_str())
             .collect();
         for item in evidence {
-            let Some(clients) = item.snapshot.views.get(view) else {
-                continue;
-            };
-            let mut stale = BTreeSet::new();
-            for paths in clients.values() {
-                for path in paths.keys() {
-                    let prefix = format!("{path}.");
-                    if !known.contains(path.as_str())
-                        && !known.iter().any(|k| k.starts_with(&prefix))
-                    {
-                        stale.insert(path.as_str());
-                    }
-                }
-            }
-            for path in stale {
+            for path in unknown_paths(&item.snapshot, view, &known) {
                 report.warnings.push(format!(
                     "{} shows reads of {view} path {path}, which neither descriptor set has: \
                      the snapshot is stale or of another version of the API",
@@ -386,6 +373,27 @@ pub fn check(
         }
     }
     Ok(report)
+}
+
+/// The paths of `view` that `snapshot` shows read and that are neither in `known` nor above a
+/// path of it.
+fn unknown_paths<'a>(
+    snapshot: &'a Snapshot,
+    view: &str,
+    known: &BTreeSet<&str>,
+) -> BTreeSet<&'a str> {
+    let Some(clients) = snapshot.views.get(view) else {
+        return BTreeSet::new();
+    };
+    clients
+        .values()
+        .flat_map(|paths| paths.keys())
+        .filter(|path| {
+            let below = format!("{path}.");
+            !known.contains(path.as_str()) && !known.iter().any(|k| k.starts_with(&below))
+        })
+        .map(String::as_str)
+        .collect()
 }
 
 /// The reads in `snapshot` of `path` of `view`: of the path itself, or of a path above it (a

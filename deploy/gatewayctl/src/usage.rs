@@ -74,13 +74,21 @@ pub struct Snapshot {
 }
 
 /// One client's reads of one path of one view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathUsage {
     /// Reads served, summed over the replicas.
     pub reads: u64,
     /// The Unix second of the last served read, the latest over the replicas; `None` when no
     /// replica exposed it.
     pub last_read: Option<u64>,
+}
+
+impl PathUsage {
+    /// Adds `other`'s reads (of another series or replica): reads sum, the latest read stays.
+    pub fn absorb(&mut self, other: PathUsage) {
+        self.reads += other.reads;
+        self.last_read = self.last_read.max(other.last_read);
+    }
 }
 
 impl Snapshot {
@@ -271,24 +279,27 @@ pub(crate) fn parse_page(text: &str) -> anyhow::Result<Page> {
         if !sample.value.is_finite() || sample.value < 0.0 {
             bail!("line {line}: {} is {}", sample.name, sample.value);
         }
-        let entry = page
-            .usage
+        // Counters and gauges are integers; a float rendering of one is truncated.
+        let value = sample.value as u64;
+        let usage = if sample.name == "gateway_field_reads_total" {
+            PathUsage {
+                reads: value,
+                last_read: None,
+            }
+        } else {
+            PathUsage {
+                reads: 0,
+                last_read: Some(value),
+            }
+        };
+        page.usage
             .entry(view)
             .or_default()
             .entry(client)
             .or_default()
             .entry(path)
-            .or_insert(PathUsage {
-                reads: 0,
-                last_read: None,
-            });
-        // Counters and gauges are integers; a float rendering of one is truncated.
-        let value = sample.value as u64;
-        if sample.name == "gateway_field_reads_total" {
-            entry.reads += value;
-        } else {
-            entry.last_read = entry.last_read.max(Some(value));
-        }
+            .or_default()
+            .absorb(usage);
     }
     Ok(page)
 }
@@ -392,12 +403,7 @@ pub(crate) fn merge(urls: &[String], pages: &[Page], now: u64) -> Snapshot {
             for (client, paths) in clients {
                 let merged = merged.entry(client.clone()).or_default();
                 for (path, usage) in paths {
-                    let entry = merged.entry(path.clone()).or_insert(PathUsage {
-                        reads: 0,
-                        last_read: None,
-                    });
-                    entry.reads += usage.reads;
-                    entry.last_read = entry.last_read.max(usage.last_read);
+                    merged.entry(path.clone()).or_default().absorb(*usage);
                 }
             }
         }
