@@ -413,7 +413,7 @@ fn readers<'a>(
                 || path
                     .strip_prefix(read.as_str())
                     .is_some_and(|rest| rest.starts_with('.'));
-            if covers && (usage.reads > 0 || usage.last_read.is_some()) {
+            if covers && usage.was_read() {
                 found.push((client.as_str(), read.as_str(), usage));
             }
         }

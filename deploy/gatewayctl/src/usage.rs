@@ -36,7 +36,8 @@
 //! view's full message name to its clients, each client to the leaf paths it read, each path to
 //! its `reads` (summed over the replicas) and `last_read` (Unix seconds, the latest of the
 //! replicas; `null` when no replica exposed the gauge, which the contract check counts as a
-//! read at `taken_at`). A view a replica exposes but nobody read has an empty client map.
+//! read at `taken_at`). Only paths read at least once appear (the gateways expose the others
+//! with zero reads and a last read of 0), so a view nobody read has an empty client map.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -84,6 +85,12 @@ pub struct PathUsage {
 }
 
 impl PathUsage {
+    /// Whether this records a read at all: the gateways expose every leaf path of every client
+    /// they saw, with zero reads and a last read of 0 for the paths never read.
+    pub fn was_read(&self) -> bool {
+        self.reads > 0 || self.last_read.is_some()
+    }
+
     /// Adds `other`'s reads (of another series or replica): reads sum, the latest read stays.
     pub fn absorb(&mut self, other: PathUsage) {
         self.reads += other.reads;
@@ -279,7 +286,8 @@ pub(crate) fn parse_page(text: &str) -> anyhow::Result<Page> {
         if !sample.value.is_finite() || sample.value < 0.0 {
             bail!("line {line}: {} is {}", sample.name, sample.value);
         }
-        // Counters and gauges are integers; a float rendering of one is truncated.
+        // Counters and gauges are integers; a float rendering of one is truncated. A last read
+        // of 0 is a path never read.
         let value = sample.value as u64;
         let usage = if sample.name == "gateway_field_reads_total" {
             PathUsage {
@@ -289,7 +297,7 @@ pub(crate) fn parse_page(text: &str) -> anyhow::Result<Page> {
         } else {
             PathUsage {
                 reads: 0,
-                last_read: Some(value),
+                last_read: (value > 0).then_some(value),
             }
         };
         page.usage
@@ -300,6 +308,13 @@ pub(crate) fn parse_page(text: &str) -> anyhow::Result<Page> {
             .entry(path)
             .or_default()
             .absorb(usage);
+    }
+    // Only what was read is usage; a client that read nothing has none.
+    for clients in page.usage.values_mut() {
+        for paths in clients.values_mut() {
+            paths.retain(|_, usage| usage.was_read());
+        }
+        clients.retain(|_, paths| !paths.is_empty());
     }
     Ok(page)
 }

@@ -253,6 +253,85 @@ async fn the_readme_examples_run() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("gatewayctl download"), "{stderr}");
 
+    // A BFF's read, then the field usage of both gateways from their real metrics pages:
+    // gatewayctl usage --metrics http://127.0.0.1:9051/metrics --export usage.json
+    let web_bff =
+        authorization::token::mint_development_client_token(None, "US", 600, Some("web-bff"));
+    gatewayctl(
+        &topology,
+        &web_bff,
+        &[
+            "call",
+            "consumer",
+            "GetTrack",
+            "-d",
+            r#"{"track_id":"trk_00001"}"#,
+            "--mask",
+            "title",
+        ],
+    )
+    .await
+    .unwrap();
+    let export = dir.path().join("usage.json");
+    let output = gatewayctl(
+        &topology,
+        &token,
+        &[
+            "usage",
+            "--metrics",
+            &topology.consumer_gateway.metrics_url(),
+            "--metrics",
+            &topology.creator_gateway.metrics_url(),
+            "--export",
+            export.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        output.starts_with("consumer.v1.Track (1 replica)\n"),
+        "{output}"
+    );
+    assert!(
+        output.contains("\ncreator.v1.Track (1 replica)\n"),
+        "{output}"
+    );
+    let snapshot: Value = serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let consumer_view = &snapshot["views"]["consumer.v1.Track"];
+    assert_eq!(
+        consumer_view["web-bff"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["title"],
+        "{snapshot}"
+    );
+    assert_eq!(consumer_view["web-bff"]["title"]["reads"], 1, "{snapshot}");
+    let last_read = consumer_view["web-bff"]["title"]["last_read"]
+        .as_u64()
+        .unwrap();
+    let taken_at = snapshot["taken_at"].as_u64().unwrap();
+    assert!(
+        (taken_at.saturating_sub(60)..=taken_at).contains(&last_read),
+        "{snapshot}"
+    );
+    // The earlier calls carried no client name: the listener's mask paths, leaf by leaf.
+    assert!(
+        consumer_view["unknown"]["creator.followers_count"]["reads"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{snapshot}"
+    );
+    assert!(
+        snapshot["views"]["creator.v1.Track"]["unknown"]["title"]["reads"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{snapshot}"
+    );
+
     // With counts down the call still answers, and says what it left out.
     topology.counts.signal_stop();
     let output = gatewayctl(

@@ -57,6 +57,24 @@ fn a_page_sums_its_series_per_client_and_path_and_skips_other_families() {
 }
 
 #[test]
+fn paths_never_read_are_no_usage() {
+    // As the gateways expose them: every leaf path of a client it saw, most never read.
+    let page = parse_page(
+        "gateway_view_info{view=\"consumer.v1.Track\"} 1\n\
+         gateway_field_reads_total{client=\"web-bff\",path=\"title\"} 2\n\
+         gateway_field_reads_total{client=\"web-bff\",path=\"genre\"} 0\n\
+         gateway_field_reads_total{client=\"ios-bff\",path=\"title\"} 0\n\
+         gateway_field_last_read_seconds{client=\"web-bff\",path=\"title\"} 1796000000\n\
+         gateway_field_last_read_seconds{client=\"web-bff\",path=\"genre\"} 0\n\
+         gateway_field_last_read_seconds{client=\"ios-bff\",path=\"title\"} 0\n",
+    )
+    .unwrap();
+    let view = &page.usage["consumer.v1.Track"];
+    assert_eq!(view.keys().collect::<Vec<_>>(), ["web-bff"]);
+    assert_eq!(view["web-bff"].keys().collect::<Vec<_>>(), ["title"]);
+}
+
+#[test]
 fn reads_without_a_view_need_exactly_one_view_on_the_page() {
     let error =
         parse_page("gateway_field_reads_total{client=\"a\",path=\"title\"} 1\n").unwrap_err();
