@@ -76,11 +76,16 @@ pub struct Global {
     /// The territory (ISO 3166-1 alpha-2) of a minted development token.
     #[arg(long, global = true, default_value = "US")]
     pub territory: String,
+    /// The BFF client a minted development token is issued to (its `azp` claim), which the
+    /// gateways count field usage by.
+    #[arg(long, global = true)]
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Mint a development token (HS256 with the development secret, issuer and audience).
+    /// Mint a development token (HS256 with the development secret, issuer and audience;
+    /// `--client` names the BFF client it is issued to).
     Token {
         /// The token's subject; omit for an anonymous listener.
         #[arg(long)]
@@ -200,7 +205,12 @@ impl Global {
     /// The bearer token: `--token` (or `$TOKEN`), else a development token for `--user`.
     pub fn bearer(&self) -> String {
         self.token.clone().unwrap_or_else(|| {
-            authorization::token::mint_development_token(self.user.as_deref(), &self.territory, 600)
+            authorization::token::mint_development_client_token(
+                self.user.as_deref(),
+                &self.territory,
+                600,
+                self.client.as_deref(),
+            )
         })
     }
 }
@@ -215,7 +225,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<String> {
             ttl,
         } => Ok(format!(
             "{}\n",
-            authorization::token::mint_development_token(user.as_deref(), &territory, ttl)
+            authorization::token::mint_development_client_token(
+                user.as_deref(),
+                &territory,
+                ttl,
+                global.client.as_deref()
+            )
         )),
         Command::Call {
             gateway,

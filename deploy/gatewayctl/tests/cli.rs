@@ -64,6 +64,25 @@ async fn the_readme_examples_run() {
         .unwrap();
     assert_eq!(principal.user(), Some("usr_0001"));
     assert_eq!(principal.territory, "US");
+    assert_eq!(principal.client, None);
+
+    // gatewayctl token --user usr_0001 --client web-bff
+    let line = [
+        "gatewayctl",
+        "token",
+        "--user",
+        "usr_0001",
+        "--client",
+        "web-bff",
+    ];
+    let issued = gatewayctl::run(Cli::try_parse_from(line).unwrap())
+        .await
+        .unwrap();
+    let principal = Verifier::new(&AuthSettings::development())
+        .unwrap()
+        .verify(issued.trim())
+        .unwrap();
+    assert_eq!(principal.client.as_deref(), Some("web-bff"));
 
     // gatewayctl call consumer GetTrack -d '{"track_id":"trk_00001"}' --mask title,creator.followers_count,stats
     let output = gatewayctl(
