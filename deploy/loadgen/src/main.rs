@@ -98,7 +98,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut system = System::Processes(processes);
     let outcome = suite::run(&options, &mut system).await;
+    let mut field_usage = None;
     if let System::Processes(processes) = system {
+        let endpoints = processes.endpoints();
+        let pages = [
+            format!("http://{}/metrics", endpoints.consumer_metrics),
+            format!("http://{}/metrics", endpoints.creator_metrics),
+        ];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        match gatewayctl::usage::usage(&pages, None, now).await {
+            Ok(table) => field_usage = Some(table),
+            Err(error) => eprintln!("loadgen: no field usage table: {error:#}"),
+        }
         processes.stop().await;
     }
     let report = Report {
@@ -107,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         options,
         outcome: outcome?,
+        field_usage,
     };
     std::fs::create_dir_all(&cli.out)?;
     let markdown = report.to_markdown();

@@ -63,6 +63,9 @@ pub struct Report {
     pub options: SuiteOptions,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// What each BFF client read during the run, as `gatewayctl usage` prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_usage: Option<String>,
 }
 
 fn mib(value: Option<&f64>) -> String {
@@ -199,6 +202,13 @@ impl Report {
                 micros(foundations.as_ref()),
                 micros(phase.cpu_us_per_request.get("loadgen")),
                 mib(phase.peak_rss_mib.get(gateway)),
+            );
+        }
+        if let Some(usage) = &self.field_usage {
+            let _ = writeln!(
+                out,
+                "\n## Field usage by BFF client\n\nReads the gateways served during the run, per client (the tokens' `azp`) and leaf path of each view, as `gatewayctl usage` prints them:\n\n```\n{}```",
+                usage
             );
         }
         let _ = writeln!(out, "\n## What each phase does\n");

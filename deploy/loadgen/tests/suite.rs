@@ -92,6 +92,7 @@ async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
         machine: Machine::detect("in-process test"),
         options,
         outcome,
+        field_usage: None,
     };
     let markdown = report.to_markdown();
     assert!(
