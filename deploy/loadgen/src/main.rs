@@ -100,18 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let outcome = suite::run(&options, &mut system).await;
     let mut field_usage = None;
     if let System::Processes(processes) = system {
-        let endpoints = processes.endpoints();
-        let pages = [
-            format!("http://{}/metrics", endpoints.consumer_metrics),
-            format!("http://{}/metrics", endpoints.creator_metrics),
-        ];
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        match gatewayctl::usage::usage(&pages, None, now).await {
-            Ok(table) => field_usage = Some(table),
-            Err(error) => eprintln!("loadgen: no field usage table: {error:#}"),
-        }
+        field_usage = usage_table(&processes).await;
         processes.stop().await;
     }
     let report = Report {
@@ -178,5 +167,28 @@ async fn profile(
             );
         }
     }
+    if let Some(table) = usage_table(processes).await {
+        println!("{table}");
+    }
     Ok(())
+}
+
+/// The field usage per BFF client of both gateways since they last started, as `gatewayctl
+/// usage` prints it (the restarting phases reset the gateways' counters).
+async fn usage_table(processes: &Processes) -> Option<String> {
+    let endpoints = processes.endpoints();
+    let pages = [
+        format!("http://{}/metrics", endpoints.consumer_metrics),
+        format!("http://{}/metrics", endpoints.creator_metrics),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    match gatewayctl::usage::usage(&pages, None, now).await {
+        Ok(table) => Some(table),
+        Err(error) => {
+            eprintln!("loadgen: no field usage table: {error:#}");
+            None
+        }
+    }
 }

@@ -207,7 +207,7 @@ impl Report {
         if let Some(usage) = &self.field_usage {
             let _ = writeln!(
                 out,
-                "\n## Field usage by BFF client\n\nReads the gateways served during the run, per client (the tokens' `azp`) and leaf path of each view, as `gatewayctl usage` prints them:\n\n```\n{}```",
+                "\n## Field usage by BFF client\n\nReads the gateways served since they last started (the restarting phases reset their counters), per client (the tokens' `azp`) and leaf path of each view, as `gatewayctl usage` prints them:\n\n```\n{}```",
                 usage
             );
         }

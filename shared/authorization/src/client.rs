@@ -16,7 +16,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        Arc, Mutex,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -126,7 +126,7 @@ pub struct ClientNames {
     /// Names always told apart: `known`, and the names allow lists and budgets configure.
     reserved: HashSet<Arc<str>>,
     /// With `known` empty, the names told apart so far.
-    seen: Mutex<HashSet<Arc<str>>>,
+    seen: RwLock<HashSet<Arc<str>>>,
     /// Whether the cap was reported.
     capped: AtomicBool,
 }
@@ -152,7 +152,7 @@ impl ClientNames {
         Ok(Self {
             settings: settings.clone(),
             reserved,
-            seen: Mutex::new(HashSet::new()),
+            seen: RwLock::new(HashSet::new()),
             capped: AtomicBool::new(false),
         })
     }
@@ -206,7 +206,15 @@ impl ClientNames {
         if !self.settings.known.is_empty() {
             return Arc::from(UNKNOWN);
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seen) = self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return seen.clone();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
         if let Some(seen) = seen.get(name) {
             return seen.clone();
         }

@@ -158,11 +158,15 @@ struct ClientLabels {
     client: String,
 }
 
-/// One client's counters, one per leaf path.
+/// One client's metrics, looked up once per read: its counters per leaf path, and the cost,
+/// budget and allow-list series.
 #[derive(Debug)]
 struct ClientUsage {
     reads: Vec<Counter>,
     last_read: Vec<Gauge>,
+    cost: Histogram,
+    over_budget: Counter,
+    unlisted: Counter,
 }
 
 /// The governance of one view; built once per gateway at start-up.
@@ -316,13 +320,10 @@ impl Governance {
         client: &Client,
         mask: &Mask,
         cost: Cost,
-    ) -> Result<Admitted<'_>, Status> {
+    ) -> Result<Admitted, Status> {
+        let usage = self.usage_of(&client.shared_name());
         if self.mask_mode != MaskMode::Off && !self.is_listed(client, mask) {
-            self.unlisted
-                .get_or_create(&ClientLabels {
-                    client: client.name().to_owned(),
-                })
-                .inc();
+            usage.unlisted.inc();
             if self.mask_mode == MaskMode::Enforce {
                 tracing::info!(
                     target: "audit",
@@ -342,18 +343,10 @@ impl Governance {
             self.log_unlisted(rpc, client, mask);
         }
         let total = cost.total();
-        self.cost
-            .get_or_create(&ClientLabels {
-                client: client.name().to_owned(),
-            })
-            .observe(total as f64);
+        usage.cost.observe(total as f64);
         let budget = self.budget_of(client);
         if budget > 0 && total > budget {
-            self.over_budget
-                .get_or_create(&ClientLabels {
-                    client: client.name().to_owned(),
-                })
-                .inc();
+            usage.over_budget.inc();
             if self.budget_mode == BudgetMode::Enforce {
                 tracing::info!(
                     target: "audit",
@@ -372,8 +365,7 @@ impl Governance {
             }
         }
         Ok(Admitted {
-            governance: self,
-            client: client.shared_name(),
+            usage,
             touched: self.touched(mask),
         })
     }
@@ -431,7 +423,13 @@ impl Governance {
                     client: client.to_string(),
                     path: path.clone(),
                 };
+                let by_client = ClientLabels {
+                    client: client.to_string(),
+                };
                 Arc::new(ClientUsage {
+                    cost: self.cost.get_or_create(&by_client).clone(),
+                    over_budget: self.over_budget.get_or_create(&by_client).clone(),
+                    unlisted: self.unlisted.get_or_create(&by_client).clone(),
                     reads: self
                         .leaves
                         .iter()
@@ -461,19 +459,15 @@ impl Governance {
 /// A read the allow list and the budget let through; [`Admitted::served`] counts its fields.
 #[derive(Debug)]
 #[must_use = "count the read with `served` once it is answered"]
-pub struct Admitted<'a> {
-    governance: &'a Governance,
-    client: Arc<str>,
+pub struct Admitted {
+    usage: Arc<ClientUsage>,
     touched: Vec<u16>,
 }
 
-impl Admitted<'_> {
+impl Admitted {
     /// Counts the read in the field usage: it was answered.
     pub fn served(self) {
-        if self.touched.is_empty() {
-            return;
-        }
-        let usage = self.governance.usage_of(&self.client);
+        let usage = &self.usage;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs() as i64);

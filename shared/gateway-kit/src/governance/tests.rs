@@ -164,7 +164,7 @@ fn allow_lists_compare_normalized_masks_and_enforce_or_log() {
         off.admit("GetTrack", &web, &mask(&view, &["title"]), one(1))
             .is_ok()
     );
-    assert!(!page(&registry).contains("gateway_masks_unlisted_total{"));
+    assert!(page(&registry).contains("gateway_masks_unlisted_total{client=\"web-bff\"} 0"));
 }
 
 #[test]
