@@ -345,7 +345,7 @@ pub async fn twirp_reads(e: &Endpoints) {
 /// per leaf path their masks select, in `gateway_field_reads_total{client,path}`; a read with
 /// its mask in `x-read-mask` counts the same; a refused read counts nothing.
 pub async fn field_usage_is_counted_per_client(e: &Endpoints, metrics: std::net::SocketAddr) {
-    use crate::twirp::{JSON, post};
+    use crate::twirp::{JSON, post, post_with_headers};
     use service_runtime::metrics::sample;
     const CLIENT: &str = "e2e-bff";
     let reads = |text: &str, path: &str| {
@@ -395,6 +395,27 @@ pub async fn field_usage_is_counted_per_client(e: &Endpoints, metrics: std::net:
         "{:?}",
         String::from_utf8_lossy(&shown.body)
     );
+    // Twirp passes metadata on as headers: the mask may come from x-read-mask there too.
+    let from_header = post_with_headers(
+        &e.consumer,
+        "consumer.v1.ConsumerGateway/GetTrack",
+        JSON,
+        Some(&token),
+        &[("x-read-mask", "genre,stats.repostsCount")],
+        br#"{"trackId":"trk_00001"}"#,
+    )
+    .await;
+    assert_eq!(
+        from_header.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&from_header.body)
+    );
+    let body = from_header.json();
+    assert!(
+        body.get("title").is_none() && body["stats"]["repostsCount"].is_string(),
+        "{body}"
+    );
     let hidden = post(
         &e.consumer,
         "consumer.v1.ConsumerGateway/GetTrack",
@@ -407,9 +428,9 @@ pub async fn field_usage_is_counted_per_client(e: &Endpoints, metrics: std::net:
     let after = test_support::http_get(metrics, "/metrics").await.1;
     for (path, served) in [
         ("title", 2.0),
-        ("genre", 1.0),
+        ("genre", 2.0),
         ("stats.likes_count", 1.0),
-        ("stats.reposts_count", 0.0),
+        ("stats.reposts_count", 1.0),
         ("description", 0.0),
     ] {
         assert_eq!(

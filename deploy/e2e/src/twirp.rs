@@ -57,6 +57,27 @@ pub async fn post(
     .await
 }
 
+/// [`post`] with more request headers.
+pub async fn post_with_headers(
+    base: &str,
+    route: &str,
+    content_type: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    send(
+        base,
+        "POST",
+        &format!("/twirp/{route}"),
+        content_type,
+        token,
+        headers,
+        body,
+    )
+    .await
+}
+
 /// Any HTTP/1.1 request, one per connection.
 pub async fn request(
     base: &str,
@@ -64,6 +85,18 @@ pub async fn request(
     path: &str,
     content_type: &str,
     token: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
+    send(base, method, path, content_type, token, &[], body).await
+}
+
+async fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
     let authority = base
@@ -79,6 +112,9 @@ pub async fn request(
     );
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -86,8 +86,8 @@ async fn main() -> ExitCode {
         "\nA development token for usr_0001 in US, valid for a day (development secret only):\n  export TOKEN={token}\n"
     );
     println!(
-        "Try: grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"track_id\":\"trk_00001\",\"read_mask\":\"title,creator.followersCount,stats\"}}' {} consumer.v1.ConsumerGateway/GetTrack\n",
-        topology.consumer_gateway.grpc_addr
+        "Try (buf curl reads the read mask as its canonical string): buf curl --protocol grpc --http2-prior-knowledge -H \"authorization: Bearer $TOKEN\" -d '{{\"track_id\":\"trk_00001\",\"read_mask\":\"title,creator.followersCount,stats\"}}' {}/consumer.v1.ConsumerGateway/GetTrack\n",
+        topology.consumer_gateway.url()
     );
     service_runtime::shutdown::signal().await;
     let code = match topology.stop().await {
