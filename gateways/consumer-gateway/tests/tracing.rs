@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use authorization::token::mint_development_token;
+use authorization::token::mint_development_client_token;
 use foundation_kit::db::testing;
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -167,7 +167,7 @@ async fn one_get_track_is_one_trace_across_the_gateway_and_the_foundation() {
         read_mask: None,
         secret_token: None,
     });
-    let token = mint_development_token(Some("usr_0059"), "US", 300);
+    let token = mint_development_client_token(Some("usr_0059"), "US", 300, Some("web-bff"));
     request.metadata_mut().insert(
         "authorization",
         MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
@@ -209,6 +209,7 @@ async fn one_get_track_is_one_trace_across_the_gateway_and_the_foundation() {
         Some("consumer.v1.ConsumerGateway")
     );
     assert_eq!(attribute(server, "rpc.method").as_deref(), Some("GetTrack"));
+    assert_eq!(attribute(server, "client.name").as_deref(), Some("web-bff"));
     assert_eq!(
         attribute(server, "rpc.grpc.status_code").as_deref(),
         Some("0")

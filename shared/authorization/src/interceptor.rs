@@ -172,6 +172,12 @@ impl Interceptor for Authenticator {
                 }
                 if let Some(clients) = &self.clients {
                     let client = clients.identify(request.metadata(), &principal)?;
+                    // On the call's server span, so that traces can be told apart by client.
+                    let span = tracing::Span::current();
+                    span.record("client.name", client.name());
+                    if let Some(version) = client.version() {
+                        span.record("client.version", version);
+                    }
                     request.extensions_mut().insert(client);
                 }
                 request.extensions_mut().insert(principal);

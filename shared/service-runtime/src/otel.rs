@@ -138,6 +138,9 @@ impl<S> TraceService<S> {
                     rpc.method = %method,
                     rpc.grpc.status_code = field::Empty,
                     trace_id = field::Empty,
+                    // The BFF client, which a gateway's authenticator records.
+                    client.name = field::Empty,
+                    client.version = field::Empty,
                 );
                 let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
                     propagator.extract(&HeaderExtractor(request.headers()))
