@@ -1,6 +1,7 @@
 //! The gRPC edge: checks input, calls the store, maps errors in one place.
 
 use foundation_kit::{FoundationError, ids};
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use protos::foundation::counts::v1::{
     ApplyEventsRequest, ApplyEventsResponse, BatchGetTrackCountsRequest,
     BatchGetTrackCountsResponse, BatchGetUserCountsRequest, BatchGetUserCountsResponse,
@@ -16,14 +17,31 @@ pub(crate) struct CountsApi {
     apply_events_clients: Vec<String>,
     store: CountsStore,
     limits: Limits,
+    /// Events applied, and events received again after they were applied.
+    applied: Counter,
+    duplicates: Counter,
 }
 
 impl CountsApi {
-    pub(crate) fn new(store: CountsStore, limits: Limits) -> Self {
+    pub(crate) fn new(store: CountsStore, limits: Limits, registry: &mut Registry) -> Self {
+        let applied = Counter::default();
+        let duplicates = Counter::default();
+        registry.register(
+            "counts_events_applied",
+            "Events applied to the counters, each once",
+            applied.clone(),
+        );
+        registry.register(
+            "counts_events_duplicates",
+            "Events received again after they were applied (a relay sent them twice), and ignored",
+            duplicates.clone(),
+        );
         Self {
             apply_events_clients: limits.apply_events_clients(),
             store,
             limits,
+            applied,
+            duplicates,
         }
     }
 }
@@ -108,6 +126,8 @@ impl CountsService for CountsApi {
             .apply(&events)
             .await
             .map_err(FoundationError::from)?;
+        self.applied.inc_by(u64::from(applied.applied));
+        self.duplicates.inc_by(u64::from(applied.duplicates));
         Ok(Response::new(ApplyEventsResponse {
             applied: applied.applied,
             duplicates: applied.duplicates,

@@ -93,7 +93,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
     let db = Database::connect(&settings.database, MIGRATIONS).await?;
-    let registry = Registry::default();
+    let mut registry = Registry::default();
     let store = CountsStore::new(db);
     if let Some(seed) = service::seed(&settings.seed) {
         store.seed(&seed).await?;
@@ -101,7 +101,7 @@ pub async fn run(
     let app = GrpcApp::new(
         tonic::service::Routes::new(
             protos::foundation::counts::v1::counts_service_server::CountsServiceServer::new(
-                api::CountsApi::new(store, settings.limits.clone()),
+                api::CountsApi::new(store, settings.limits.clone(), &mut registry),
             ),
         ),
         "foundation.counts.v1.CountsService",

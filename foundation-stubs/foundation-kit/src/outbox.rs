@@ -11,6 +11,14 @@
 //! the relay sends that batch again one event at a time, so that only the poison one is set
 //! aside. Everything else counts answers (`UNAVAILABLE`, `DEADLINE_EXCEEDED`,
 //! `RESOURCE_EXHAUSTED`, an authentication failure, …) is retried with backoff.
+//!
+//! Several replicas of a writer may share one PostgreSQL database, each with its relay. A relay
+//! claims the events it sends: it takes rows nobody holds with `FOR UPDATE SKIP LOCKED` and
+//! marks them held for `outbox.claim_lease_ms`, so that each event is sent by one relay in the
+//! normal path. A relay that fails to deliver lets go of its claims at once; one that dies
+//! holds them until the lease runs out, and then another relay sends them (counts' de-duplication
+//! keeps that harmless). SQLite has no row locks: a SQLite database has one writer, and so one
+//! relay.
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,7 +38,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
-use crate::{Database, FoundationError, ids, time};
+use crate::{Backend, Database, FoundationError, ids, time};
 
 /// The outbox table; every service that publishes events includes it in its migrations.
 pub const OUTBOX_DDL: &str = "CREATE TABLE outbox (
@@ -51,6 +59,11 @@ pub const DEAD_LETTERS_DDL: &str = "CREATE TABLE outbox_dead_letters (
     reason TEXT NOT NULL,
     payload BYTEA NOT NULL
 );";
+
+/// The claim column of the outbox: until when a relay holds an event (Unix µs; 0: nobody).
+/// Every service that publishes events includes it in its migrations, after [`OUTBOX_DDL`].
+pub const OUTBOX_CLAIMS_DDL: &str =
+    "ALTER TABLE outbox ADD COLUMN claimed_until_us BIGINT NOT NULL DEFAULT 0;";
 
 /// Stores an event in the caller's transaction and returns its id.
 pub async fn enqueue(
@@ -86,6 +99,9 @@ pub struct RelaySettings {
     pub max_backoff_ms: u64,
     /// The deadline of one delivery call.
     pub timeout_ms: u64,
+    /// How long a relay holds the events it claimed for delivery; after it, another relay of
+    /// the same database may send them.
+    pub claim_lease_ms: u64,
     /// How an `https://` counts service is verified, and the client certificate for mutual TLS.
     #[serde(default)]
     pub tls: ClientTlsSettings,
@@ -185,11 +201,77 @@ impl Relay {
     /// Delivers one batch; returns how many events left the outbox (delivered, or set aside
     /// as dead letters).
     pub async fn deliver_batch(&self) -> Result<usize, FoundationError> {
-        let rows =
-            sqlx::query("SELECT id, create_time_us, payload FROM outbox ORDER BY id LIMIT $1")
-                .bind(i64::from(self.settings.batch_size.max(1)))
-                .fetch_all(&self.db.pool)
+        let rows = self.claim().await?;
+        let claimed: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let result = self.deliver_claimed(rows).await;
+        // Whatever is still in the outbox was not delivered: free it for the next attempt,
+        // by this relay or another one.
+        if !matches!(result, Ok(left) if left == claimed.len())
+            && let Err(error) = self.release(&claimed).await
+        {
+            tracing::warn!(%error, "cannot release outbox claims; they lapse with their lease");
+        }
+        result
+    }
+
+    /// Claims up to a batch of the oldest events no relay holds, for the lease.
+    async fn claim(&self) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        let now = time::now_us();
+        let lease =
+            i64::try_from(self.settings.claim_lease_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let select = match self.db.backend {
+            Backend::Postgres => {
+                "SELECT id, create_time_us, payload FROM outbox WHERE claimed_until_us < $1
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT id, create_time_us, payload FROM outbox WHERE claimed_until_us < $1
+                 ORDER BY id LIMIT $2"
+            }
+        };
+        let mut tx = self.db.pool.begin().await?;
+        let rows = sqlx::query(select)
+            .bind(now)
+            .bind(i64::from(self.settings.batch_size.max(1)))
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            sqlx::query("UPDATE outbox SET claimed_until_us = $1 WHERE id = $2")
+                .bind(now.saturating_add(lease))
+                .bind(id)
+                .execute(&mut *tx)
                 .await?;
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Lets go of claims on the events `ids` that are still in the outbox.
+    async fn release(&self, ids: &[String]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET claimed_until_us = 0 WHERE id IN ({})",
+            crate::db::placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.clone());
+        }
+        query.execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// Delivers the claimed `rows`; see [`Relay::deliver_batch`].
+    async fn deliver_claimed(
+        &self,
+        rows: Vec<sqlx::any::AnyRow>,
+    ) -> Result<usize, FoundationError> {
         let mut left = 0;
         let mut batch = Vec::with_capacity(rows.len());
         for row in rows {

@@ -8,7 +8,7 @@ mod store;
 use foundation_kit::{
     Database, DatabaseSettings,
     db::MigrationScript,
-    outbox::{DEAD_LETTERS_DDL, OUTBOX_DDL, Relay, RelaySettings},
+    outbox::{DEAD_LETTERS_DDL, OUTBOX_CLAIMS_DDL, OUTBOX_DDL, Relay, RelaySettings},
     seed::SeedSettings,
     service,
 };
@@ -44,6 +44,11 @@ const MIGRATIONS: &[MigrationScript] = &[
         version: 3,
         description: "outbox dead letters",
         sql: DEAD_LETTERS_DDL,
+    },
+    MigrationScript {
+        version: 4,
+        description: "outbox claims",
+        sql: OUTBOX_CLAIMS_DDL,
     },
 ];
 

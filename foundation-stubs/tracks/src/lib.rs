@@ -11,7 +11,7 @@ mod upload;
 use foundation_kit::{
     Database, DatabaseSettings, FoundationError,
     db::MigrationScript,
-    outbox::{DEAD_LETTERS_DDL, OUTBOX_DDL, Relay, RelaySettings},
+    outbox::{DEAD_LETTERS_DDL, OUTBOX_CLAIMS_DDL, OUTBOX_DDL, Relay, RelaySettings},
     seed::SeedSettings,
     service,
 };
@@ -54,6 +54,11 @@ const MIGRATIONS: &[MigrationScript] = &[
         version: 4,
         description: "staged uploads",
         sql: include_str!("../migrations/0004_staged_uploads.sql"),
+    },
+    MigrationScript {
+        version: 5,
+        description: "outbox claims",
+        sql: OUTBOX_CLAIMS_DDL,
     },
 ];
 

@@ -7,5 +7,6 @@ mod dead_letters;
 mod faults;
 mod operability;
 mod outbox;
+mod replicas;
 mod seed;
 mod support;
