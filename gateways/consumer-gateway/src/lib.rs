@@ -154,7 +154,7 @@ pub async fn run(
         clients: Arc::new(upstreams),
         audit,
         limits: settings.limits.clone(),
-        idempotency: settings.idempotency.store(),
+        idempotency: settings.idempotency.store().map_err(RunError::Settings)?,
         cursors,
         downloads,
         governance,

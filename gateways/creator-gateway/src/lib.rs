@@ -169,7 +169,7 @@ pub async fn run(
         view,
         upstreams,
         settings.upload.clone(),
-        settings.idempotency.store(),
+        settings.idempotency.store().map_err(RunError::Settings)?,
         audit,
         Cursors::new(&settings.cursors).map_err(|error| RunError::Settings(error.to_string()))?,
         governance,

@@ -48,7 +48,7 @@ pub fn check_id(field: &'static str, id: &str) -> Result<(), InvalidId> {
 }
 
 /// `[idempotency]`: how long command results are kept for retries carrying the same
-/// `idempotency-key`.
+/// `idempotency-key`, and where: this instance's memory, or Valkey shared by the replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
@@ -58,15 +58,30 @@ pub struct IdempotencySettings {
     /// The most keys one caller holds at once; beyond it that caller's keyed commands are
     /// RESOURCE_EXHAUSTED, and no one else's.
     pub max_keys_per_caller: usize,
+    /// A Valkey or Redis server every replica shares the keys in (`redis://host:port`);
+    /// empty: this instance's memory.
+    pub valkey_url: String,
+    /// With `valkey_url`, how long a command in flight holds its key: a replica that dies
+    /// mid-command frees it after this.
+    pub in_flight_ms: u64,
 }
 
 impl IdempotencySettings {
-    /// The store these settings describe.
-    pub fn store(&self) -> Arc<IdempotencyStore> {
-        IdempotencyStore::new(
-            Duration::from_secs(self.ttl_seconds),
-            self.max_keys,
+    /// The store these settings describe; a bad `valkey_url` is an error.
+    pub fn store(&self) -> Result<Arc<IdempotencyStore>, String> {
+        let ttl = Duration::from_secs(self.ttl_seconds);
+        if self.valkey_url.is_empty() {
+            return Ok(IdempotencyStore::new(
+                ttl,
+                self.max_keys,
+                self.max_keys_per_caller,
+            ));
+        }
+        IdempotencyStore::valkey(
+            &self.valkey_url,
+            ttl,
             self.max_keys_per_caller,
+            Duration::from_millis(self.in_flight_ms),
         )
     }
 }

@@ -3,8 +3,12 @@
 //! the same key with a different request is refused. Keys are scoped by the caller (the
 //! verified subject), so one caller's key never answers another's call.
 //!
-//! Results are kept in this process's memory for `ttl`: a retry must reach the same instance
-//! (or the command's own idempotency holds, as every command here is idempotent by state).
+//! Results are kept for `ttl`, in this process's memory ([`IdempotencyStore::new`]: a retry
+//! must reach the same instance, or the command's own idempotency holds, as every command here
+//! is idempotent by state), or in Valkey or Redis shared by every replica
+//! ([`IdempotencyStore::valkey`], feature `valkey`): a retry that reaches another replica gets
+//! the first result, and a duplicate sent to two replicas at once runs once (the other gets
+//! ABORTED).
 //! Only results worth replaying are kept: successes, and refusals the command itself met in the
 //! data (FAILED_PRECONDITION, ALREADY_EXISTS, OUT_OF_RANGE). A refusal decided before anything
 //! could change (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED,
@@ -96,6 +100,9 @@ pub struct IdempotencyStore {
     ttl: Duration,
     max_entries: usize,
     max_per_caller: usize,
+    /// Where the keys live when they are shared; `held` is unused then.
+    #[cfg(feature = "valkey")]
+    shared: Option<valkey::Shared>,
 }
 
 impl IdempotencyStore {
@@ -107,7 +114,32 @@ impl IdempotencyStore {
             ttl,
             max_entries: max_entries.max(1),
             max_per_caller: max_per_caller.max(1),
+            #[cfg(feature = "valkey")]
+            shared: None,
         })
+    }
+
+    /// A store in the Valkey or Redis server at `url` (`redis://host:port`, plaintext: keep it
+    /// on a private network), shared by every replica that names it: results kept for `ttl`, at most
+    /// `max_per_caller` keys per caller, and a command in flight marked for `in_flight` (a
+    /// replica that dies mid-command frees its key after that). The connection is made on first
+    /// use and remade when it breaks; while the server is unreachable, keyed commands are
+    /// UNAVAILABLE and commands without a key run as ever.
+    #[cfg(feature = "valkey")]
+    pub fn valkey(
+        url: &str,
+        ttl: Duration,
+        max_per_caller: usize,
+        in_flight: Duration,
+    ) -> Result<Arc<Self>, String> {
+        let shared = valkey::Shared::new(url, in_flight)?;
+        Ok(Arc::new(Self {
+            held: Mutex::new(Held::default()),
+            ttl,
+            max_entries: usize::MAX,
+            max_per_caller: max_per_caller.max(1),
+            shared: Some(shared),
+        }))
     }
 
     /// How many keys `caller` holds now (in flight or with a result), for tests and metrics.
@@ -148,6 +180,12 @@ impl IdempotencyStore {
                 )
             })?
             .to_owned();
+        #[cfg(feature = "valkey")]
+        if let Some(shared) = &self.shared {
+            return shared
+                .run(self, caller, &key, method, request, command)
+                .await;
+        }
         let mut hasher = DefaultHasher::new();
         method.hash(&mut hasher);
         request.encode_to_vec().hash(&mut hasher);
@@ -177,9 +215,7 @@ impl IdempotencyStore {
                 }
                 Some(Entry::InFlight { fingerprint: known }) => {
                     return Err(if *known == fingerprint {
-                        Status::aborted(
-                            "a call with this idempotency-key is in progress; retry later",
-                        )
+                        in_progress()
                     } else {
                         reused()
                     });
@@ -189,11 +225,7 @@ impl IdempotencyStore {
             if held.by_caller.get(caller).map_or(0, HashMap::len) >= self.max_per_caller {
                 held.expire_caller(caller, self.ttl);
                 if held.by_caller.get(caller).map_or(0, HashMap::len) >= self.max_per_caller {
-                    return Err(Status::resource_exhausted(format!(
-                        "this caller holds {} idempotency keys, the most one caller may; \
-                         retry without a key, or once older keys expire",
-                        self.max_per_caller
-                    )));
+                    return Err(over_quota(self.max_per_caller));
                 }
             }
             if held.total >= self.max_entries {
@@ -216,13 +248,7 @@ impl IdempotencyStore {
             slot: Some((caller.to_owned(), key)),
         };
         let result = command().await;
-        let kept = match &result {
-            Ok(response) => Some(Ok(response.encode_to_vec())),
-            Err(status) if replayable(status.code()) => {
-                Some(Err((status.code(), status.message().to_owned())))
-            }
-            Err(_) => None,
-        };
+        let kept = kept(&result);
         // Without a result worth keeping the guard frees the key when it drops.
         if let Some(kept) = kept
             && let Ok(mut held) = self.held.lock()
@@ -240,6 +266,28 @@ impl IdempotencyStore {
         }
         result
     }
+}
+
+/// Whether a result is kept for retries: the response, or a refusal worth replaying.
+fn kept<Resp: Message>(result: &Result<Resp, Status>) -> Option<Result<Vec<u8>, (Code, String)>> {
+    match result {
+        Ok(response) => Some(Ok(response.encode_to_vec())),
+        Err(status) if replayable(status.code()) => {
+            Some(Err((status.code(), status.message().to_owned())))
+        }
+        Err(_) => None,
+    }
+}
+
+fn in_progress() -> Status {
+    Status::aborted("a call with this idempotency-key is in progress; retry later")
+}
+
+fn over_quota(max_per_caller: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "this caller holds {max_per_caller} idempotency keys, the most one caller may; \
+         retry without a key, or once older keys expire"
+    ))
 }
 
 fn reused() -> Status {
@@ -271,6 +319,9 @@ impl Drop for Release {
         }
     }
 }
+
+#[cfg(feature = "valkey")]
+mod valkey;
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! Helpers every test binary of the workspace needs, written once: [`eventually`], which polls
 //! a condition with a deadline (tests never sleep to synchronise), [`http_get`], a raw
 //! HTTP/1.0 GET for metrics pages and other plain endpoints, and [`ServedBody`], a loopback
-//! HTTP server of one document (an identity provider's key set), and [`base64url`] for
-//! hand-made tokens and keys. Tests and test harnesses only.
+//! HTTP server of one document (an identity provider's key set), [`base64url`] for
+//! hand-made tokens and keys, and [`KeyValueServer`], a throwaway Valkey or Redis server.
+//! Tests and test harnesses only.
 
 use std::{
     future::Future,
@@ -231,5 +232,76 @@ mod tests {
         let message = failed.into_panic();
         let message = message.downcast_ref::<String>().unwrap();
         assert!(message.contains("never did not happen") && message.contains("last: still 0"));
+    }
+}
+
+/// A throwaway Valkey (or Redis) server on a free loopback port, without persistence, killed
+/// when dropped: for the tests of the shared idempotency store.
+#[derive(Debug)]
+pub struct KeyValueServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl KeyValueServer {
+    /// Starts `valkey-server`, or `redis-server` when that is what is installed, and waits until
+    /// it answers; `None`, with the reason printed, when neither is installed.
+    pub async fn start(test: &str) -> Option<Self> {
+        let binary = ["valkey-server", "redis-server"]
+            .into_iter()
+            .find(|binary| {
+                std::process::Command::new(binary)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|output| output.status.success())
+            });
+        let Some(binary) = binary else {
+            println!("skipping {test}: neither valkey-server nor redis-server is installed");
+            return None;
+        };
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("a bound address").port()
+        };
+        let child = std::process::Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let server = Self { child, port };
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        eventually(
+            &format!("{binary} answering on {address}"),
+            Duration::from_secs(10),
+            || async move {
+                let Ok(mut stream) = TcpStream::connect(address).await else {
+                    return false;
+                };
+                let mut answer = [0_u8; 7];
+                stream.write_all(b"PING\r\n").await.is_ok()
+                    && stream.read_exact(&mut answer).await.is_ok()
+                    && &answer == b"+PONG\r\n"
+            },
+        )
+        .await;
+        Some(server)
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for KeyValueServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -290,6 +290,66 @@ async fn a_retried_command_with_its_idempotency_key_has_one_effect_and_the_first
 }
 
 #[tokio::test]
+async fn replicas_sharing_a_valkey_store_run_a_keyed_command_once() {
+    let Some(server) = test_support::KeyValueServer::start("the shared idempotency store").await
+    else {
+        return;
+    };
+    let url = server.url();
+    let t = Topology::start_with(|s| s.idempotency.valkey_url = url.clone()).await;
+    let (_replica, other) = t.replica(|s| s.idempotency.valkey_url = url.clone()).await;
+    let listener = "usr_replicated";
+    let before = view(&t, listener).await.stats.unwrap().likes_count.unwrap();
+    let keyed = |key: &str| {
+        let mut request = as_user(
+            LikeTrackRequest {
+                track_id: TRACK.into(),
+            },
+            Some(listener),
+            "US",
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    // The same keyed like sent to both replicas at once: one runs it, the other replays its
+    // result or, while it is in flight, is ABORTED.
+    let (mut first, mut second) = (t.client.clone(), other.clone());
+    let (a, b) = tokio::join!(
+        first.like_track(keyed("both")),
+        second.like_track(keyed("both"))
+    );
+    let mut ran = 0;
+    for outcome in [a, b] {
+        match outcome {
+            Ok(response) => {
+                assert!(
+                    response.into_inner().changed,
+                    "a replayed like says it changed"
+                );
+                ran += 1;
+            }
+            Err(status) => assert_eq!(status.code(), Code::Aborted, "{status:?}"),
+        }
+    }
+    assert!(ran >= 1, "neither replica answered the like");
+    // A retry at the other replica gets the first result: run again, the like would answer
+    // that nothing changed.
+    let retried = eventually("the retry replayed", Duration::from_secs(10), || {
+        let mut other = other.clone();
+        let request = keyed("both");
+        async move { other.like_track(request).await.ok() }
+    })
+    .await;
+    assert!(retried.into_inner().changed);
+    eventually("the like counted once", Duration::from_secs(20), || async {
+        view(&t, listener).await.stats.unwrap().likes_count == Some(before + 1)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn one_callers_idempotency_keys_cannot_refuse_anyone_elses() {
     let t = Topology::start_with(|s| s.idempotency.max_keys_per_caller = 3).await;
     let keyed = |user: &str, track: &str, key: &str| {

@@ -152,6 +152,37 @@ impl Topology {
         }
     }
 
+    /// Another replica of the gateway in front of the same foundation services, its settings
+    /// tuned, and a client of it.
+    pub(crate) async fn replica(
+        &self,
+        tune: impl FnOnce(&mut consumer_gateway::Settings),
+    ) -> (Running, ConsumerGatewayClient<Channel>) {
+        let url = |service: &Option<Running>| service.as_ref().expect("a running service").url();
+        let mut settings = consumer_gateway::Settings::defaults();
+        settings.upstreams.tracks.url = url(&self.tracks);
+        settings.upstreams.likes.url = url(&self.likes);
+        settings.upstreams.follows.url = url(&self.follows);
+        settings.upstreams.counts.url = url(&self.counts);
+        for upstream in [
+            &mut settings.upstreams.tracks,
+            &mut settings.upstreams.likes,
+            &mut settings.upstreams.follows,
+            &mut settings.upstreams.counts,
+        ] {
+            upstream.timeout_ms = 5000;
+            upstream.connect_timeout_ms = 5000;
+        }
+        tune(&mut settings);
+        let gateway = Running::ephemeral("consumer-gateway", move |l, stop| {
+            consumer_gateway::run(settings, l, stop)
+        })
+        .await
+        .unwrap();
+        let client = ConsumerGatewayClient::connect(gateway.url()).await.unwrap();
+        (gateway, client)
+    }
+
     /// The foundation's record of a seeded track.
     pub(crate) async fn foundation_track(&self, id: &str) -> Track {
         self.tracks_client
