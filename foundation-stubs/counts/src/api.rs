@@ -17,36 +17,56 @@ pub(crate) struct CountsApi {
     apply_events_clients: Vec<String>,
     store: CountsStore,
     limits: Limits,
-    /// Events applied, and events received again after they were applied.
+    metrics: EventMetrics,
+}
+
+/// Events applied, and events received again after they were applied, by `ApplyEvents` and
+/// the NATS consumer alike.
+#[derive(Debug, Clone)]
+pub(crate) struct EventMetrics {
     applied: Counter,
     duplicates: Counter,
 }
 
-impl CountsApi {
-    pub(crate) fn new(store: CountsStore, limits: Limits, registry: &mut Registry) -> Self {
-        let applied = Counter::default();
-        let duplicates = Counter::default();
+impl EventMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            applied: Counter::default(),
+            duplicates: Counter::default(),
+        };
         registry.register(
             "counts_events_applied",
             "Events applied to the counters, each once",
-            applied.clone(),
+            metrics.applied.clone(),
         );
         registry.register(
             "counts_events_duplicates",
-            "Events received again after they were applied (a relay sent them twice), and ignored",
-            duplicates.clone(),
+            "Events received again after they were applied (sent twice), and ignored",
+            metrics.duplicates.clone(),
         );
+        metrics
+    }
+
+    pub(crate) fn count(&self, applied: crate::store::Applied) {
+        self.applied.inc_by(u64::from(applied.applied));
+        self.duplicates.inc_by(u64::from(applied.duplicates));
+    }
+}
+
+impl CountsApi {
+    pub(crate) fn new(store: CountsStore, limits: Limits, metrics: EventMetrics) -> Self {
         Self {
             apply_events_clients: limits.apply_events_clients(),
             store,
             limits,
-            applied,
-            duplicates,
+            metrics,
         }
     }
 }
 
-fn check_event(event: &protos::foundation::counts::v1::Event) -> Result<(), FoundationError> {
+pub(crate) fn check_event(
+    event: &protos::foundation::counts::v1::Event,
+) -> Result<(), FoundationError> {
     ids::check("events.id", &event.id)?;
     let pair = |a: &str, b: &str| -> Result<(), FoundationError> {
         ids::check("events.kind", a)?;
@@ -126,8 +146,7 @@ impl CountsService for CountsApi {
             .apply(&events)
             .await
             .map_err(FoundationError::from)?;
-        self.applied.inc_by(u64::from(applied.applied));
-        self.duplicates.inc_by(u64::from(applied.duplicates));
+        self.metrics.count(applied);
         Ok(Response::new(ApplyEventsResponse {
             applied: applied.applied,
             duplicates: applied.duplicates,

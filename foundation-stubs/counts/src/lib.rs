@@ -1,13 +1,16 @@
 //! The counts foundation service, the read side (CQRS) of the likes, follows and tracks
 //! services: likes, reposts and downloads per track, followers and followings per user. It is
 //! written only through `ApplyEvents`, which the other services' outbox relays call with their
-//! events; each event id is applied once, so redelivery is harmless.
+//! events, or, with `[events] url` set, from the NATS JetStream stream the relays publish to;
+//! each event id is applied once, so redelivery is harmless.
 
 mod api;
+mod events;
 mod store;
 
 use foundation_kit::{
-    Database, DatabaseSettings, db::MigrationScript, seed::SeedSettings, service,
+    Database, DatabaseSettings, db::MigrationScript, events::NatsSettings, seed::SeedSettings,
+    service,
 };
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub seed: SeedSettings,
     pub limits: Limits,
+    /// The writers' events from NATS JetStream, beside `ApplyEvents`; off when its url is empty.
+    #[serde(default)]
+    pub events: NatsSettings,
     #[serde(default)]
     pub faults: FaultSettings,
 }
@@ -98,10 +104,20 @@ pub async fn run(
     if let Some(seed) = service::seed(&settings.seed) {
         store.seed(&seed).await?;
     }
+    let metrics = api::EventMetrics::register(&mut registry);
+    let consumer_stop = tokio_util::sync::CancellationToken::new();
+    let consumer = settings.events.enabled().then(|| {
+        tokio::spawn(events::consume(
+            settings.events.clone(),
+            store.clone(),
+            metrics.clone(),
+            consumer_stop.clone(),
+        ))
+    });
     let app = GrpcApp::new(
         tonic::service::Routes::new(
             protos::foundation::counts::v1::counts_service_server::CountsServiceServer::new(
-                api::CountsApi::new(store, settings.limits.clone(), &mut registry),
+                api::CountsApi::new(store, settings.limits.clone(), metrics),
             ),
         ),
         "foundation.counts.v1.CountsService",
@@ -110,5 +126,12 @@ pub async fn run(
         settings.faults,
         registry,
     );
-    service::serve(app, listeners, shutdown, None).await
+    let served = service::serve(app, listeners, shutdown, None).await;
+    consumer_stop.cancel();
+    if let Some(consumer) = consumer
+        && let Err(error) = consumer.await
+    {
+        tracing::error!(%error, "the NATS consumer task failed");
+    }
+    served
 }

@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod outbox;
 pub mod page;

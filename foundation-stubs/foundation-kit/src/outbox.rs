@@ -19,6 +19,10 @@
 //! holds them until the lease runs out, and then another relay sends them (counts' de-duplication
 //! keeps that harmless). SQLite has no row locks: a SQLite database has one writer, and so one
 //! relay.
+//!
+//! With `[outbox.nats] url` set, the relay publishes to NATS JetStream instead of calling counts
+//! ([`crate::events`]): an event leaves the outbox once JetStream stored it, and counts
+//! consumes the stream.
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,7 +42,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
-use crate::{Backend, Database, FoundationError, ids, time};
+use crate::{Backend, Database, FoundationError, events::NatsSettings, ids, time};
 
 /// The outbox table; every service that publishes events includes it in its migrations.
 pub const OUTBOX_DDL: &str = "CREATE TABLE outbox (
@@ -105,6 +109,9 @@ pub struct RelaySettings {
     /// How an `https://` counts service is verified, and the client certificate for mutual TLS.
     #[serde(default)]
     pub tls: ClientTlsSettings,
+    /// NATS JetStream to publish to instead of calling counts; off when its url is empty.
+    #[serde(default)]
+    pub nats: NatsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +146,8 @@ pub struct Relay {
     settings: RelaySettings,
     wake: Arc<Notify>,
     metrics: RelayMetrics,
+    /// The JetStream context once made, when `[outbox.nats]` is on.
+    nats: Option<Arc<tokio::sync::OnceCell<async_nats::jetstream::Context>>>,
 }
 
 impl Relay {
@@ -184,12 +193,17 @@ impl Relay {
             "Poison outbox events moved to the dead-letter table: refused by counts for good, or undecodable",
             metrics.dead_letters.clone(),
         );
+        let nats = settings
+            .nats
+            .enabled()
+            .then(|| Arc::new(tokio::sync::OnceCell::new()));
         Ok(Self {
             db,
             client: CountsServiceClient::new(channel),
             settings,
             wake: Arc::new(Notify::new()),
             metrics,
+            nats,
         })
     }
 
@@ -339,6 +353,20 @@ impl Relay {
     }
 
     async fn send(&self, events: Vec<Event>) -> Result<(), Status> {
+        if let Some(nats) = &self.nats {
+            let settings = &self.settings.nats;
+            let context = nats
+                .get_or_try_init(|| async {
+                    let context = settings.context().await?;
+                    settings.stream(&context).await?;
+                    Ok::<_, String>(context)
+                })
+                .await
+                .map_err(Status::unavailable)?;
+            return crate::events::publish(context, &events)
+                .await
+                .map_err(Status::unavailable);
+        }
         let mut request = tonic::Request::new(ApplyEventsRequest { events });
         request.set_timeout(Duration::from_millis(self.settings.timeout_ms));
         self.client.clone().apply_events(request).await.map(drop)

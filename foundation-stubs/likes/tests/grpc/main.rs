@@ -5,6 +5,7 @@
 mod commands;
 mod dead_letters;
 mod faults;
+mod nats;
 mod operability;
 mod outbox;
 mod replicas;
