@@ -51,6 +51,24 @@ compose-up: images
 compose-e2e: compose-up
     E2E_COMPOSE="{{compose}}" cargo test -p e2e --test compose -- --nocapture
 
+# The scaled Compose topology (deploy/compose.scale.yaml): its own project name, so it never
+# meets the plain one's containers.
+compose_scale := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi` + " -f " + justfile_directory() + "/deploy/compose.scale.yaml -p domain-gateways-scale"
+
+# Build every image (the services' and the engines') and start the scaled Compose topology, waiting until every service is healthy.
+compose-scale-up: images
+    deploy/docker/local/build.sh
+    for config in deploy/envoy/*.yaml; do docker run --rm -v "$PWD/deploy/envoy:/etc/envoy:ro" --entrypoint /bin/envoy domain-gateways-engine/envoy:local --mode validate -c "/etc/envoy/$(basename "$config")" --log-level error >/dev/null; done
+    @started=$(date +%s); {{compose_scale}} up -d && deploy/wait-healthy.sh "{{compose_scale}}" 240 && echo "compose-scale: up to all healthy in $(( $(date +%s) - started )) s"
+
+# Run the end-to-end and chaos scenarios of the scaled Compose topology.
+compose-scale-e2e: compose-scale-up
+    E2E_COMPOSE="{{compose_scale}}" cargo test -p e2e --test compose_scale -- --nocapture
+
+# Stop the scaled Compose topology and remove its containers, network and volumes.
+compose-scale-down:
+    {{compose_scale}} down -v --remove-orphans
+
 # Stop the Compose topology and remove its containers, network and volumes.
 compose-down:
     {{compose}} down -v --remove-orphans

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Waits until every container of a Compose project reports healthy, or fails after a timeout.
+# Waits until every container of a Compose project reports healthy (or, without a health check,
+# runs), or fails after a timeout.
 # Usage: deploy/wait-healthy.sh "<compose command>" [timeout seconds]
 set -euo pipefail
 compose="$1"
@@ -10,8 +11,9 @@ while true; do
     [[ -n "$ids" ]] || { echo "no containers are running" >&2; exit 1; }
     unhealthy=""
     for id in $ids; do
+        # A container without a health check counts once it runs.
         status=$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
-        if [[ "$status" != "healthy" ]]; then
+        if [[ "$status" != "healthy" && "$status" != "running" ]]; then
             unhealthy="$unhealthy $(docker inspect --format '{{.Name}}' "$id")=$status"
         fi
     done

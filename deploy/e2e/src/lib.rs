@@ -1,7 +1,7 @@
 //! End-to-end scenarios over the public interfaces, written once and run against any running
 //! topology given its endpoints: the in-process topology under `cargo test`, and the Compose
 //! topology (`just compose-e2e`), where the chaos scenarios also stop, start and kill
-//! containers.
+//! containers, and the scaled Compose topology (`just compose-scale-e2e`, [`scale`]).
 //!
 //! Every scenario uses users and tracks of its own (or fresh uploads), so scenarios can run
 //! against a topology that earlier runs or other scenarios have already changed.
@@ -10,6 +10,7 @@ pub use test_support::eventually;
 
 pub mod abuse;
 pub mod chaos;
+pub mod scale;
 pub mod scenarios;
 pub mod twirp;
 

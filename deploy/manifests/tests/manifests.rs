@@ -311,6 +311,9 @@ fn check(binaries: &BTreeMap<&'static str, Binary>, files: &[(String, String)]) 
                 objects.push((path.as_str(), doc));
             } else if doc.get("services").is_some() {
                 compose.push((path.as_str(), doc));
+            } else if doc.get("static_resources").is_some() {
+                // An Envoy configuration (deploy/envoy/): `envoy --mode validate` checks it
+                // when the scaled topology starts.
             } else {
                 report.problem(path, "neither a Compose file nor a Kubernetes object");
             }
