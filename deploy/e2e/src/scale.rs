@@ -76,9 +76,10 @@ pub async fn gateway_replica_killed_under_load(
             "a read failed with {code:?}: {failed:?}"
         );
     }
-    // Calls in flight on the killed replica are a few per caller at most.
+    // Only calls in flight on the killed replica fail: one per caller at most, since Envoy
+    // retries a refused connection on the other replica.
     assert!(
-        failed.len() <= CALLERS * 4,
+        failed.len() <= CALLERS,
         "{} of {} reads failed around the kill",
         failed.len(),
         CALLERS * CALLS
