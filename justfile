@@ -51,6 +51,16 @@ compose-up: images
 compose-e2e: compose-up
     E2E_COMPOSE="{{compose}}" cargo test -p e2e --test compose -- --nocapture
 
+# Build the images and start the Compose topology with the foundation on PostgreSQL (deploy/compose.postgres.yaml), waiting until every service is healthy.
+compose-postgres-up: images
+    deploy/docker/local/build.sh postgres
+    {{compose}} -f deploy/compose.postgres.yaml up -d
+    deploy/wait-healthy.sh "{{compose}} -f deploy/compose.postgres.yaml"
+
+# Stop the PostgreSQL Compose topology and remove its containers, network and volumes.
+compose-postgres-down:
+    {{compose}} -f deploy/compose.postgres.yaml down -v --remove-orphans
+
 # The scaled Compose topology (deploy/compose.scale.yaml): its own project name, so it never
 # meets the plain one's containers.
 compose_scale := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi` + " -f " + justfile_directory() + "/deploy/compose.scale.yaml -p domain-gateways-scale"

@@ -18,6 +18,8 @@ pub struct ScaleFigures {
     pub likes_during_nats_outage: usize,
     pub counts_exact_after_nats_returned: Duration,
     pub writes_after_postgres_restart: Duration,
+    pub writes_attempted_around_writer_kill: usize,
+    pub writes_acknowledged_around_writer_kill: usize,
 }
 
 /// A public track playable in US.
@@ -214,4 +216,17 @@ pub async fn postgres_restart(e: &Endpoints, compose: &Compose, figures: &mut Sc
     )
     .await;
     figures.writes_after_postgres_restart = back.elapsed();
+}
+
+/// One writer replica killed in the middle of writes, the other replica serving on: nothing
+/// acknowledged is lost and counts is exact (see [`crate::chaos::writes_around_a_kill`]).
+pub async fn writer_replica_killed_mid_writes(
+    e: &Endpoints,
+    compose: &Compose,
+    figures: &mut ScaleFigures,
+) {
+    let (attempted, acknowledged) =
+        crate::chaos::writes_around_a_kill(e, compose, "likes-a", false).await;
+    figures.writes_attempted_around_writer_kill = attempted;
+    figures.writes_acknowledged_around_writer_kill = acknowledged;
 }

@@ -27,6 +27,7 @@ async fn the_scenarios_and_chaos_pass_on_the_scaled_compose_topology() {
     let mut figures = ScaleFigures::default();
     scale::keyed_command_at_both_replicas_runs_once(&endpoints).await;
     scale::gateway_replica_killed_under_load(&endpoints, &compose, &mut figures).await;
+    scale::writer_replica_killed_mid_writes(&endpoints, &compose, &mut figures).await;
     scale::nats_outage_during_likes(&endpoints, &compose, &mut figures).await;
     scale::postgres_restart(&endpoints, &compose, &mut figures).await;
     println!("scaled chaos figures: {figures:#?}");

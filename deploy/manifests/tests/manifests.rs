@@ -1380,8 +1380,8 @@ fn compose_publishes_only_the_gateways_unless_debugging() {
         ),
         (
             "deploy/compose.postgres.yaml",
-            "    command: [\"postgres\"",
-            "    ports: [\"5432:5432\"]\n    command: [\"postgres\"",
+            "    command: [\"-c\"",
+            "    ports: [\"5432:5432\"]\n    command: [\"-c\"",
             "deploy/compose.postgres.yaml: postgres publishes",
         ),
         (
