@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use foundation_kit::db::testing;
-use protos::foundation::{counts::v1::BatchGetTrackCountsRequest, likes::v1::ReactionRequest};
+use protos::foundation::likes::v1::ReactionRequest;
 use test_support::NatsServer;
 
 use crate::support::{
-    counts_client, counts_settings, eventually, http_get, likes_client, likes_settings, sample,
-    start_counts, start_likes,
+    await_likes_per_track, counts_settings, eventually, http_get, likes_client, likes_settings,
+    sample, start_counts, start_likes,
 };
 
 const USERS: usize = 50;
@@ -72,30 +72,7 @@ async fn likes_reach_counts_through_nats_across_an_outage_of_nats() {
     let back = Instant::now();
     nats.resume().await;
 
-    let counts_api = counts_client(&counts).await;
-    eventually(
-        "exact counts after NATS came back",
-        Duration::from_secs(60),
-        || {
-            let mut api = counts_api.clone();
-            async move {
-                let track_ids = (0..TRACKS).map(|track| format!("trk_{track}")).collect();
-                let counts = api
-                    .batch_get_track_counts(BatchGetTrackCountsRequest { track_ids })
-                    .await
-                    .map_err(|status| status.to_string())?
-                    .into_inner()
-                    .counts;
-                let likes: Vec<u64> = counts.iter().map(|c| c.likes_count).collect();
-                if likes == vec![USERS as u64; TRACKS] {
-                    Ok(())
-                } else {
-                    Err(format!("likes per track {likes:?}"))
-                }
-            }
-        },
-    )
-    .await;
+    await_likes_per_track(&counts, TRACKS, USERS as u64, Duration::from_secs(60)).await;
     let converged = back.elapsed();
     let (_, relay) = http_get(likes.metrics_addr, "/metrics").await;
     let (_, applied) = http_get(counts.metrics_addr, "/metrics").await;

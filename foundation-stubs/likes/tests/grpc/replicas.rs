@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use protos::foundation::{counts::v1::BatchGetTrackCountsRequest, likes::v1::ReactionRequest};
+use protos::foundation::likes::v1::ReactionRequest;
 
 use crate::support::{
-    counts_client, counts_settings, eventually, http_get, likes_client, likes_settings,
+    await_likes_per_track, counts_settings, eventually, http_get, likes_client, likes_settings,
     postgres_pair, sample, start_counts, start_likes,
 };
 
@@ -58,26 +58,7 @@ async fn two_relays_on_one_postgresql_database_send_each_event_once() {
     }
     let events = likes.len() as f64;
 
-    let counts_api = counts_client(&counts).await;
-    eventually("exact counts", Duration::from_secs(30), || {
-        let mut api = counts_api.clone();
-        async move {
-            let track_ids = (0..TRACKS).map(|track| format!("trk_{track}")).collect();
-            let counts = api
-                .batch_get_track_counts(BatchGetTrackCountsRequest { track_ids })
-                .await
-                .map_err(|status| status.to_string())?
-                .into_inner()
-                .counts;
-            let likes: Vec<u64> = counts.iter().map(|c| c.likes_count).collect();
-            if likes == vec![USERS as u64; TRACKS] {
-                Ok(())
-            } else {
-                Err(format!("likes per track {likes:?}"))
-            }
-        }
-    })
-    .await;
+    await_likes_per_track(&counts, TRACKS, USERS as u64, Duration::from_secs(30)).await;
     let delivered = |metrics| async move {
         let (_, body) = http_get(metrics, "/metrics").await;
         sample(&body, "outbox_delivered_events_total", &[]).unwrap_or(0.0)

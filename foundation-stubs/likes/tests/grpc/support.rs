@@ -106,3 +106,33 @@ pub(crate) fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Opti
 pub(crate) async fn channel(url: String) -> Channel {
     Channel::from_shared(url).unwrap().connect().await.unwrap()
 }
+
+/// Waits until counts says each of the tracks `trk_0` … `trk_{tracks - 1}` has `likes` likes.
+pub(crate) async fn await_likes_per_track(
+    counts: &Running,
+    tracks: usize,
+    likes: u64,
+    within: std::time::Duration,
+) {
+    use protos::foundation::counts::v1::BatchGetTrackCountsRequest;
+    let api = counts_client(counts).await;
+    eventually("exact likes per track", within, || {
+        let mut api = api.clone();
+        async move {
+            let track_ids = (0..tracks).map(|track| format!("trk_{track}")).collect();
+            let counts = api
+                .batch_get_track_counts(BatchGetTrackCountsRequest { track_ids })
+                .await
+                .map_err(|status| status.to_string())?
+                .into_inner()
+                .counts;
+            let got: Vec<u64> = counts.iter().map(|c| c.likes_count).collect();
+            if got == vec![likes; tracks] {
+                Ok(())
+            } else {
+                Err(format!("likes per track {got:?}"))
+            }
+        }
+    })
+    .await;
+}

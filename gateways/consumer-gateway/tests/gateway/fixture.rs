@@ -110,22 +110,8 @@ impl Topology {
         let follows = Running::ephemeral("follows", move |l, stop| follows::run(follows, l, stop))
             .await
             .unwrap();
-        let mut settings = consumer_gateway::Settings::defaults();
-        settings.upstreams.tracks.url = tracks.url();
-        settings.upstreams.likes.url = likes.url();
-        settings.upstreams.follows.url = follows.url();
-        settings.upstreams.counts.url = counts.url();
-        // Tests run many topologies at once on few cores: generous caps keep slowness from
-        // looking like failure, except where a test tightens them.
-        for upstream in [
-            &mut settings.upstreams.tracks,
-            &mut settings.upstreams.likes,
-            &mut settings.upstreams.follows,
-            &mut settings.upstreams.counts,
-        ] {
-            upstream.timeout_ms = 5000;
-            upstream.connect_timeout_ms = 5000;
-        }
+        let mut settings =
+            gateway_settings([tracks.url(), likes.url(), follows.url(), counts.url()]);
         tune(&mut settings);
         let gateway = Running::ephemeral("consumer-gateway", move |l, stop| {
             consumer_gateway::run(settings, l, stop)
@@ -159,20 +145,12 @@ impl Topology {
         tune: impl FnOnce(&mut consumer_gateway::Settings),
     ) -> (Running, ConsumerGatewayClient<Channel>) {
         let url = |service: &Option<Running>| service.as_ref().expect("a running service").url();
-        let mut settings = consumer_gateway::Settings::defaults();
-        settings.upstreams.tracks.url = url(&self.tracks);
-        settings.upstreams.likes.url = url(&self.likes);
-        settings.upstreams.follows.url = url(&self.follows);
-        settings.upstreams.counts.url = url(&self.counts);
-        for upstream in [
-            &mut settings.upstreams.tracks,
-            &mut settings.upstreams.likes,
-            &mut settings.upstreams.follows,
-            &mut settings.upstreams.counts,
-        ] {
-            upstream.timeout_ms = 5000;
-            upstream.connect_timeout_ms = 5000;
-        }
+        let mut settings = gateway_settings([
+            url(&self.tracks),
+            url(&self.likes),
+            url(&self.follows),
+            url(&self.counts),
+        ]);
         tune(&mut settings);
         let gateway = Running::ephemeral("consumer-gateway", move |l, stop| {
             consumer_gateway::run(settings, l, stop)
@@ -243,6 +221,28 @@ impl Topology {
         }
         out
     }
+}
+
+/// The gateway's settings in front of the foundation at `[tracks, likes, follows, counts]`.
+fn gateway_settings(urls: [String; 4]) -> consumer_gateway::Settings {
+    let mut settings = consumer_gateway::Settings::defaults();
+    let [tracks, likes, follows, counts] = urls;
+    settings.upstreams.tracks.url = tracks;
+    settings.upstreams.likes.url = likes;
+    settings.upstreams.follows.url = follows;
+    settings.upstreams.counts.url = counts;
+    // Tests run many topologies at once on few cores: generous caps keep slowness from looking
+    // like failure, except where a test tightens them.
+    for upstream in [
+        &mut settings.upstreams.tracks,
+        &mut settings.upstreams.likes,
+        &mut settings.upstreams.follows,
+        &mut settings.upstreams.counts,
+    ] {
+        upstream.timeout_ms = 5000;
+        upstream.connect_timeout_ms = 5000;
+    }
+    settings
 }
 
 pub(crate) const UPSTREAM_METHODS: [(&str, &str); 5] = [
