@@ -2,7 +2,13 @@
 //! gateway behind Envoy and of each writer on PostgreSQL, events through NATS, idempotency keys
 //! in Valkey. Each scenario names the replica or engine it stops by its Compose service.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use protos::consumer::v1::{GetTrackRequest, LikeTrackRequest};
@@ -45,9 +51,10 @@ pub async fn gateway_replica_killed_under_load(
     let consumer = e.consumer().await;
     // A listener per call, so that no caller's own rate limit is what refuses a read.
     let prefix = unique("e2e_load");
+    let done = Arc::new(AtomicUsize::new(0));
     let load = (0..CALLERS).map(|caller| {
         let mut consumer = consumer.clone();
-        let prefix = prefix.clone();
+        let (prefix, done) = (prefix.clone(), done.clone());
         tokio::spawn(async move {
             let mut failed = Vec::new();
             for n in 0..CALLS {
@@ -55,22 +62,32 @@ pub async fn gateway_replica_killed_under_load(
                 if let Err(status) = consumer.get_track(signed(get(), Some(&user), "US")).await {
                     failed.push((n, status.code()));
                 }
+                done.fetch_add(1, Ordering::Relaxed);
             }
             failed
         })
     });
     let load: Vec<_> = load.collect();
-    // Once the load runs, one replica dies.
-    eventually("reads under way", Duration::from_secs(10), || async {
-        let mut consumer = consumer.clone();
-        consumer.get_track(signed(get(), None, "US")).await.is_ok()
-    })
+    // A quarter of the reads in, one replica dies.
+    eventually(
+        "a quarter of the reads done",
+        Duration::from_secs(60),
+        || {
+            let done = done.load(Ordering::Relaxed);
+            async move { done >= CALLERS * CALLS / 4 }
+        },
+    )
     .await;
     compose.kill("consumer-gateway-a");
+    let done_at_kill = done.load(Ordering::Relaxed);
     let mut failed = Vec::new();
     for task in load {
         failed.extend(task.await.expect("a load task"));
     }
+    assert!(
+        done_at_kill < CALLERS * CALLS / 2,
+        "the load was nearly over ({done_at_kill} reads done) when the replica died"
+    );
     for (_, code) in &failed {
         assert_eq!(
             *code,

@@ -236,6 +236,12 @@ mod tests {
     }
 }
 
+/// A loopback port nothing listens on: bound to find a free one, then released.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("a bound address").port()
+}
+
 /// A throwaway Valkey (or Redis) server on a free loopback port, without persistence, killed
 /// when dropped: for the tests of the shared idempotency store.
 #[derive(Debug)]
@@ -260,10 +266,7 @@ impl KeyValueServer {
             println!("skipping {test}: neither valkey-server nor redis-server is installed");
             return None;
         };
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().expect("a bound address").port()
-        };
+        let port = free_port();
         let child = std::process::Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -330,10 +333,7 @@ impl NatsServer {
             );
             return None;
         }
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().expect("a bound address").port()
-        };
+        let port = free_port();
         let store = std::env::temp_dir().join(format!("nats-{}-{port}", std::process::id()));
         let mut server = Self {
             child: None,

@@ -20,6 +20,23 @@ fn keyed(key: &str) -> MetadataMap {
     metadata
 }
 
+/// A keyed call of `caller` at `store`, running `command` unless the key answers.
+async fn call<F>(
+    store: &Arc<IdempotencyStore>,
+    key: &str,
+    caller: &str,
+    method: &str,
+    request: &str,
+    command: F,
+) -> Result<String, Status>
+where
+    F: FnOnce() -> std::future::Ready<Result<String, Status>>,
+{
+    store
+        .run(&keyed(key), caller, method, &request.to_owned(), command)
+        .await
+}
+
 fn replica(server: &KeyValueServer, max_per_caller: usize) -> Arc<IdempotencyStore> {
     IdempotencyStore::valkey(
         &server.url(),
@@ -49,99 +66,99 @@ async fn a_retry_at_another_replica_gets_the_first_result() {
     let (a, b) = (replica(&server, 10), replica(&server, 10));
     let runs = AtomicUsize::new(0);
     let request = "like trk_1".to_owned();
-    let first: String = a
-        .run(
-            &keyed("k1"),
-            "usr_1",
-            "/Like",
-            &request,
-            counted(&runs, Ok("first".into())),
-        )
-        .await
-        .unwrap();
-    let again: String = b
-        .run(
-            &keyed("k1"),
-            "usr_1",
-            "/Like",
-            &request,
-            counted(&runs, Ok("second".into())),
-        )
-        .await
-        .unwrap();
+    let first: String = call(
+        &a,
+        "k1",
+        "usr_1",
+        "/Like",
+        &request,
+        counted(&runs, Ok("first".into())),
+    )
+    .await
+    .unwrap();
+    let again: String = call(
+        &b,
+        "k1",
+        "usr_1",
+        "/Like",
+        &request,
+        counted(&runs, Ok("second".into())),
+    )
+    .await
+    .unwrap();
     assert_eq!((first.as_str(), again.as_str()), ("first", "first"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     // The same key for another request, another method or another caller.
-    let status = b
-        .run(
-            &keyed("k1"),
-            "usr_1",
-            "/Like",
-            &"like trk_2".to_owned(),
-            counted(&runs, Ok("x".into())),
-        )
-        .await
-        .unwrap_err();
+    let status = call(
+        &b,
+        "k1",
+        "usr_1",
+        "/Like",
+        "like trk_2",
+        counted(&runs, Ok("x".into())),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let other: String = b
-        .run(
-            &keyed("k1"),
-            "usr_2",
-            "/Like",
-            &request,
-            counted(&runs, Ok("theirs".into())),
-        )
-        .await
-        .unwrap();
+    let other: String = call(
+        &b,
+        "k1",
+        "usr_2",
+        "/Like",
+        &request,
+        counted(&runs, Ok("theirs".into())),
+    )
+    .await
+    .unwrap();
     assert_eq!(other, "theirs", "keys are per caller");
 
     // A refusal met in the data is replayed; a retryable failure frees the key.
     let refused = Status::failed_precondition("you cannot repost your own track");
-    let status = a
-        .run(
-            &keyed("k2"),
-            "usr_1",
-            "/Repost",
-            &request,
-            counted(&runs, Err(refused)),
-        )
-        .await
-        .unwrap_err();
-    let replayed = b
-        .run::<_, String, _, _>(
-            &keyed("k2"),
-            "usr_1",
-            "/Repost",
-            &request,
-            counted(&runs, Ok("no".into())),
-        )
-        .await
-        .unwrap_err();
+    let status = call(
+        &a,
+        "k2",
+        "usr_1",
+        "/Repost",
+        &request,
+        counted(&runs, Err(refused)),
+    )
+    .await
+    .unwrap_err();
+    let replayed = call(
+        &b,
+        "k2",
+        "usr_1",
+        "/Repost",
+        &request,
+        counted(&runs, Ok("no".into())),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         (replayed.code(), replayed.message()),
         (status.code(), status.message())
     );
     let runs_before = runs.load(Ordering::SeqCst);
-    let _ = a
-        .run::<_, String, _, _>(
-            &keyed("k3"),
-            "usr_1",
-            "/Like",
-            &request,
-            counted(&runs, Err(Status::unavailable("down"))),
-        )
-        .await;
-    let retried: String = b
-        .run(
-            &keyed("k3"),
-            "usr_1",
-            "/Like",
-            &request,
-            counted(&runs, Ok("ran".into())),
-        )
-        .await
-        .unwrap();
+    let _ = call(
+        &a,
+        "k3",
+        "usr_1",
+        "/Like",
+        &request,
+        counted(&runs, Err(Status::unavailable("down"))),
+    )
+    .await;
+    let retried: String = call(
+        &b,
+        "k3",
+        "usr_1",
+        "/Like",
+        &request,
+        counted(&runs, Ok("ran".into())),
+    )
+    .await
+    .unwrap();
     assert_eq!(retried, "ran");
     assert_eq!(runs.load(Ordering::SeqCst), runs_before + 2);
 }
@@ -168,29 +185,29 @@ async fn a_duplicate_at_two_replicas_at_once_runs_once() {
     });
     running.await.unwrap();
     let runs = AtomicUsize::new(0);
-    let status = b
-        .run::<_, String, _, _>(
-            &keyed("dup"),
-            "usr_1",
-            "/Follow",
-            &request,
-            counted(&runs, Ok("twice".into())),
-        )
-        .await
-        .unwrap_err();
+    let status = call(
+        &b,
+        "dup",
+        "usr_1",
+        "/Follow",
+        &request,
+        counted(&runs, Ok("twice".into())),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     release.send(()).unwrap();
     assert_eq!(first.await.unwrap().unwrap(), "followed");
-    let replayed: String = b
-        .run(
-            &keyed("dup"),
-            "usr_1",
-            "/Follow",
-            &request,
-            counted(&runs, Ok("twice".into())),
-        )
-        .await
-        .unwrap();
+    let replayed: String = call(
+        &b,
+        "dup",
+        "usr_1",
+        "/Follow",
+        &request,
+        counted(&runs, Ok("twice".into())),
+    )
+    .await
+    .unwrap();
     assert_eq!(replayed, "followed");
     assert_eq!(runs.load(Ordering::SeqCst), 0, "the duplicate never ran");
 }
@@ -214,27 +231,27 @@ async fn each_caller_holds_at_most_its_quota_and_a_dropped_call_frees_its_key() 
             .await
             .unwrap();
     }
-    let status = a
-        .run::<_, String, _, _>(
-            &keyed("q3"),
-            "greedy",
-            "/Like",
-            &"q3".to_owned(),
-            counted(&runs, Ok("ok".into())),
-        )
-        .await
-        .unwrap_err();
+    let status = call(
+        &a,
+        "q3",
+        "greedy",
+        "/Like",
+        "q3",
+        counted(&runs, Ok("ok".into())),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let _: String = b
-        .run(
-            &keyed("q3"),
-            "modest",
-            "/Like",
-            &"q3".to_owned(),
-            counted(&runs, Ok("ok".into())),
-        )
-        .await
-        .expect("another caller is not refused");
+    let _: String = call(
+        &b,
+        "q3",
+        "modest",
+        "/Like",
+        "q3",
+        counted(&runs, Ok("ok".into())),
+    )
+    .await
+    .expect("another caller is not refused");
 
     // A call dropped mid-command frees its key: the retry runs.
     let (started, running) = tokio::sync::oneshot::channel::<()>();
@@ -286,16 +303,16 @@ async fn keyed_commands_are_unavailable_while_the_store_is_down() {
     let store = replica(&server, 10);
     server.kill();
     let runs = AtomicUsize::new(0);
-    let status = store
-        .run::<_, String, _, _>(
-            &keyed("k"),
-            "usr_1",
-            "/Like",
-            &"r".to_owned(),
-            counted(&runs, Ok("ok".into())),
-        )
-        .await
-        .unwrap_err();
+    let status = call(
+        &store,
+        "k",
+        "usr_1",
+        "/Like",
+        "r",
+        counted(&runs, Ok("ok".into())),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(
         runs.load(Ordering::SeqCst),
