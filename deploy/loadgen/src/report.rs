@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::suite::{Outcome, SuiteOptions};
+use crate::{
+    procs::ENVOY,
+    suite::{Outcome, SuiteOptions},
+    workload::{RealisticView, TERRITORIES, ZIPF_EXPONENT},
+};
 
 /// What the figures were measured on.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +124,78 @@ impl Report {
                 let _ = writeln!(out, "- {line}");
             }
         }
+        if !self.outcome.realistic.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## Realistic workload, coalescing on and off\n\nGetTrack from every seed user ({} territories: {}), track popularity Zipf-distributed (exponent {}) over the public tracks each territory sees; the whole view, and masks drawn from the mask table. Closed loops; each figure is the median of its rounds, the rounds alternating which setting runs first.\n",
+                TERRITORIES.len(),
+                TERRITORIES.join(", "),
+                ZIPF_EXPONENT
+            );
+            let _ = writeln!(
+                out,
+                "| view | callers | coalescing | req/s | p50 ms | p99 ms | errors | upstream calls/req | gateway CPU µs/req | foundations CPU µs/req |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for row in &self.outcome.realistic {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                    match row.view {
+                        RealisticView::Whole => "whole view",
+                        RealisticView::Masks => "mask table",
+                    },
+                    row.callers,
+                    if row.coalescing { "on" } else { "off" },
+                    row.rps,
+                    row.p50_us / 1000.0,
+                    row.p99_us / 1000.0,
+                    row.errors,
+                    row.upstream_calls_per_request
+                        .map_or_else(|| "–".into(), |calls| format!("{calls:.2}")),
+                    micros(row.gateway_cpu_us_per_request.as_ref()),
+                    micros(row.foundation_cpu_us_per_request.as_ref()),
+                );
+            }
+        }
+        let envoy = &self.outcome.envoy;
+        let _ = writeln!(out, "\n## Envoy as a pass-through in front of tracks\n");
+        match &envoy.missing {
+            Some(reason) => {
+                let _ = writeln!(out, "Missing: {reason}.");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "Envoy (one worker, HTTP/2 both sides, no access log, no admin listener) forwards tracks.BatchGetTracks of one id; the gateway serves GetTrack with mask `title` (one upstream call) with coalescing off; the same callers, rounds alternating. Median round: Envoy {} µs CPU per proxied request (tracks behind it {} µs), the gateway {} µs, ratio {}.\n",
+                    micros(envoy.envoy_cpu_us_per_request.as_ref()),
+                    micros(envoy.tracks_cpu_us_per_request.as_ref()),
+                    micros(envoy.gateway_cpu_us_per_request.as_ref()),
+                    envoy
+                        .ratio
+                        .map_or_else(|| "–".into(), |ratio| format!("{ratio:.2} ×")),
+                );
+                let _ = writeln!(
+                    out,
+                    "| round | Envoy req/s | Envoy p50 ms | Envoy CPU µs/req | gateway req/s | gateway p50 ms | gateway CPU µs/req |\n|---|---:|---:|---:|---:|---:|---:|"
+                );
+                let find = |name: &str| self.outcome.phases.iter().find(|phase| phase.name == name);
+                for (round, (envoy_name, gateway_name)) in envoy.rounds.iter().enumerate() {
+                    if let (Some(e), Some(g)) = (find(envoy_name), find(gateway_name)) {
+                        let _ = writeln!(
+                            out,
+                            "| {} | {:.0} | {} | {} | {:.0} | {} | {} |",
+                            round + 1,
+                            e.summary.rps,
+                            ms(e.summary.p50_us),
+                            micros(e.cpu_us_per_request.get(ENVOY)),
+                            g.summary.rps,
+                            ms(g.summary.p50_us),
+                            micros(g.cpu_us_per_request.get("consumer-gateway")),
+                        );
+                    }
+                }
+            }
+        }
         for sweep in &self.outcome.sweeps {
             let _ = writeln!(out, "\n## Overload sweep, {} limit\n", sweep.mode);
             let _ = writeln!(
@@ -162,7 +238,7 @@ impl Report {
         let _ = writeln!(out, "\n## Phases\n");
         let _ = writeln!(
             out,
-            "| phase | load | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | upstream calls/req | gateway CPU µs/req | foundations CPU µs/req | loadgen CPU µs/req | gateway peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+            "| phase | load | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | upstream calls/req | gateway (Envoy) CPU µs/req | foundations CPU µs/req | loadgen CPU µs/req | gateway (Envoy) peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
         );
         for phase in &self.outcome.phases {
             let s = &phase.summary;
@@ -175,8 +251,11 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            // The proxy of the phase: the Envoy phases' "gateway" is Envoy.
             let gateway = if phase.name.starts_with("creator") {
                 "creator-gateway"
+            } else if phase.name.starts_with("envoy") {
+                ENVOY
             } else {
                 "consumer-gateway"
             };

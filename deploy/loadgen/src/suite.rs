@@ -13,7 +13,7 @@ use crate::{
     drive::{self, Call, Summary},
     procs::{self, Processes, Usage},
     scrape, upstream_calls,
-    workload::Workload,
+    workload::{RealisticView, Workload},
 };
 
 /// How long and how hard.
@@ -37,6 +37,8 @@ pub struct SuiteOptions {
     /// The seed dataset the services were started with.
     pub seed_users: u32,
     pub seed_tracks: u32,
+    /// Callers of the realistic workload's closed loops, each run with coalescing on and off.
+    pub realistic_callers: Vec<usize>,
 }
 
 impl SuiteOptions {
@@ -52,6 +54,7 @@ impl SuiteOptions {
             rounds: 3,
             seed_users: 1000,
             seed_tracks: 5000,
+            realistic_callers: vec![1, 8, 64, 512],
         }
     }
 
@@ -64,6 +67,8 @@ impl SuiteOptions {
             memory_in_flight: 200,
             overload_limit: 16,
             rounds: 1,
+            // The counts of callers the targets read; the others only in the standard run.
+            realistic_callers: vec![1, 64],
             ..Self::standard()
         }
     }
@@ -143,6 +148,14 @@ impl System {
         }
     }
 
+    /// Why the Envoy comparison has no figures, if it has none.
+    fn envoy_missing(&self) -> Option<String> {
+        match self {
+            System::Processes(processes) => processes.envoy_missing().map(str::to_owned),
+            System::InProcess(_) => Some("the services run inside this process: no Envoy".into()),
+        }
+    }
+
     fn pids(&self) -> BTreeMap<String, u32> {
         let mut pids: BTreeMap<String, u32> = match self {
             System::Processes(processes) => processes
@@ -168,6 +181,8 @@ struct Runner<'a> {
     options: &'a SuiteOptions,
     system: &'a mut System,
     phases: Vec<Phase>,
+    /// Whether the consumer gateway coalesces its upstream calls now (its default).
+    coalescing: bool,
 }
 
 fn usages(pids: &BTreeMap<String, u32>) -> BTreeMap<String, Usage> {
@@ -300,25 +315,59 @@ impl Runner<'_> {
         first: Side<'_>,
         second: Side<'_>,
     ) -> anyhow::Result<Vec<(Phase, Phase)>> {
+        let rounds = self.alternate_all(load, &[first, second]).await?;
+        Ok(rounds
+            .into_iter()
+            .map(|round| {
+                let [a, b] = <[Phase; 2]>::try_from(round).expect("one phase per side");
+                (a, b)
+            })
+            .collect())
+    }
+
+    /// [`Runner::alternate`] over any number of sides: every round runs each side once, in
+    /// order; the result holds one phase per side for every round.
+    async fn alternate_all(
+        &mut self,
+        load: Load,
+        sides: &[Side<'_>],
+    ) -> anyhow::Result<Vec<Vec<Phase>>> {
         let rounds = self.options.rounds.max(1);
-        let mut pairs = Vec::with_capacity(rounds);
+        let mut all = Vec::with_capacity(rounds);
         for round in 1..=rounds {
-            let mut phases = Vec::with_capacity(2);
-            for side in [first, second] {
-                let name = if rounds == 1 {
-                    side.name.to_owned()
-                } else {
-                    format!("{}#{round}", side.name)
-                };
+            let mut phases = Vec::with_capacity(sides.len());
+            for side in sides {
                 phases.push(
-                    self.phase(&name, side.what, side.gateway, load, side.call)
-                        .await?,
+                    self.phase(
+                        &round_name(side.name, round, rounds),
+                        side.what,
+                        side.gateway,
+                        load,
+                        side.call,
+                    )
+                    .await?,
                 );
             }
-            let [a, b] = <[Phase; 2]>::try_from(phases).expect("one phase per side");
-            pairs.push((a, b));
+            all.push(phases);
         }
-        Ok(pairs)
+        Ok(all)
+    }
+
+    /// Switches the consumer gateway's coalescing of upstream calls (`[fanout] coalesce`) by
+    /// restarting it, if it is not already so; on is its default, so switching it on forgets
+    /// every override of the gateway.
+    async fn set_coalescing(&mut self, on: bool) -> anyhow::Result<()> {
+        if self.coalescing == on {
+            return Ok(());
+        }
+        if on {
+            self.reset(&["consumer-gateway"]).await?;
+        } else {
+            self.restart(&["consumer-gateway"], &[("FANOUT__COALESCE", "false")])
+                .await?;
+        }
+        self.coalescing = on;
+        Ok(())
     }
 
     /// Whether the services are separate processes, which the restarting phases need.
@@ -340,6 +389,9 @@ impl Runner<'_> {
 
     /// Restarts `services` with their standard settings (separate processes only).
     async fn reset(&mut self, services: &[&'static str]) -> anyhow::Result<()> {
+        if services.contains(&"consumer-gateway") {
+            self.coalescing = true;
+        }
         match &mut self.system {
             System::Processes(processes) => processes.reset(services).await,
             System::InProcess(_) => Ok(()),
@@ -529,6 +581,328 @@ async fn sweep(
     Ok(sweeps)
 }
 
+/// One cell of the realistic workload: a view read by this many callers with coalescing on or
+/// off, as the median of its rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RealisticRow {
+    pub view: RealisticView,
+    pub callers: usize,
+    pub coalescing: bool,
+    /// The phases of the rounds.
+    pub phases: Vec<String>,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Failed calls over every round.
+    pub errors: u64,
+    pub upstream_calls_per_request: Option<f64>,
+    pub gateway_cpu_us_per_request: Option<f64>,
+    /// tracks, likes, follows and counts together.
+    pub foundation_cpu_us_per_request: Option<f64>,
+}
+
+/// The gateway's CPU per request of a phase.
+fn gateway_cpu(phase: &Phase) -> Option<f64> {
+    phase.cpu_us_per_request.get("consumer-gateway").copied()
+}
+
+/// The foundation services' CPU per request of a phase, summed.
+fn foundation_cpu(phase: &Phase) -> Option<f64> {
+    ["tracks", "likes", "follows", "counts"]
+        .iter()
+        .map(|name| phase.cpu_us_per_request.get(*name).copied())
+        .sum()
+}
+
+/// The median of `f` over `phases`; `None` when no phase has the figure.
+fn median_of(phases: &[Phase], f: impl Fn(&Phase) -> Option<f64>) -> Option<f64> {
+    let values: Vec<f64> = phases.iter().filter_map(f).collect();
+    (!values.is_empty()).then(|| median(values))
+}
+
+impl RealisticRow {
+    fn new(view: RealisticView, callers: usize, coalescing: bool, phases: &[Phase]) -> Self {
+        Self {
+            view,
+            callers,
+            coalescing,
+            phases: phases.iter().map(|phase| phase.name.clone()).collect(),
+            rps: median(phases.iter().map(|phase| phase.summary.rps)),
+            p50_us: median(phases.iter().map(|phase| phase.summary.p50_us as f64)),
+            p99_us: median(phases.iter().map(|phase| phase.summary.p99_us as f64)),
+            errors: phases.iter().map(|phase| phase.summary.errors).sum(),
+            upstream_calls_per_request: median_of(phases, |phase| phase.upstream_calls_per_request),
+            gateway_cpu_us_per_request: median_of(phases, gateway_cpu),
+            foundation_cpu_us_per_request: median_of(phases, foundation_cpu),
+        }
+    }
+}
+
+/// The realistic workload's rounds: per view, callers and coalescing, one phase per round.
+type RealisticRounds = BTreeMap<(RealisticView, usize, bool), Vec<Phase>>;
+
+/// Runs the realistic workload (every seed user, several territories, Zipf popularity), the
+/// whole view and the mask table, at every count of callers, with coalescing on and off. The
+/// rounds alternate which setting goes first (on, off; off, on; …), so a switch costs one
+/// gateway restart per round and a slow spell falls on both settings.
+async fn realistic(
+    runner: &mut Runner<'_>,
+    workload: &std::sync::Arc<Workload>,
+) -> anyhow::Result<RealisticRounds> {
+    let views = [RealisticView::Whole, RealisticView::Masks];
+    let calls: Vec<(RealisticView, Call)> = views
+        .iter()
+        .map(|view| (*view, workload.realistic_get_track(*view)))
+        .collect();
+    let rounds = runner.options.rounds.max(1);
+    let callers = runner.options.realistic_callers.clone();
+    let mut cells: RealisticRounds = BTreeMap::new();
+    for round in 1..=rounds {
+        let order = if round % 2 == 1 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for coalescing in order {
+            runner.set_coalescing(coalescing).await?;
+            let setting = if coalescing { "on" } else { "off" };
+            for &concurrency in &callers {
+                for (view, call) in &calls {
+                    let name = round_name(
+                        &format!("realistic.{}.c{concurrency}.{setting}", view.name()),
+                        round,
+                        rounds,
+                    );
+                    let what = format!(
+                        "GetTrack of the realistic workload ({}), coalescing {setting}",
+                        match view {
+                            RealisticView::Whole => "whole view",
+                            RealisticView::Masks => "masks from the mask table",
+                        }
+                    );
+                    let phase = runner
+                        .phase(
+                            &name,
+                            &what,
+                            Gateway::Consumer,
+                            Load::Closed { concurrency },
+                            call,
+                        )
+                        .await?;
+                    cells
+                        .entry((*view, concurrency, coalescing))
+                        .or_default()
+                        .push(phase);
+                }
+            }
+        }
+    }
+    runner.set_coalescing(true).await?;
+    Ok(cells)
+}
+
+/// The targets of the realistic workload.
+fn realistic_targets(cells: &RealisticRounds) -> Vec<TargetCheck> {
+    let mut targets = Vec::new();
+    let whole = |callers: usize, coalescing: bool| {
+        cells
+            .get(&(RealisticView::Whole, callers, coalescing))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let rounds_note = |n: usize| {
+        if n == 1 {
+            String::new()
+        } else {
+            format!(", median of {n} alternating rounds")
+        }
+    };
+    let (on, off) = (whole(64, true), whole(64, false));
+    if !on.is_empty() {
+        let calls = median_of(on, |phase| phase.upstream_calls_per_request).unwrap_or(f64::NAN);
+        targets.push(TargetCheck {
+            target: "realistic workload, whole view, 64 callers, coalescing on: upstream calls per request ≤ 1.0".into(),
+            figure: format!("{calls:.2}{}", rounds_note(on.len())),
+            met: calls <= 1.0,
+        });
+        let cpu = median_of(on, gateway_cpu);
+        targets.push(TargetCheck {
+            target: "realistic workload, whole view, 64 callers, coalescing on: gateway CPU per request ≤ 100 µs".into(),
+            figure: cpu.map_or_else(
+                || "missing: the services are not separate processes".into(),
+                |cpu| format!("{cpu:.0} µs{}", rounds_note(on.len())),
+            ),
+            met: cpu.is_some_and(|cpu| cpu <= 100.0),
+        });
+    }
+    if !on.is_empty() && on.len() == off.len() {
+        let ratios: Vec<f64> = on
+            .iter()
+            .zip(off)
+            .map(|(on, off)| on.summary.rps / off.summary.rps.max(1e-9))
+            .collect();
+        let ratio = median(ratios.iter().copied());
+        let rounds: Vec<String> = on
+            .iter()
+            .zip(off)
+            .map(|(on, off)| format!("{:.0} against {:.0} req/s", on.summary.rps, off.summary.rps))
+            .collect();
+        targets.push(TargetCheck {
+            target: "realistic workload, whole view, 64 callers: req/s with coalescing on ≥ 2 × with it off".into(),
+            figure: format!("{ratio:.2} × ({}{})", rounds.join("; "), rounds_note(on.len())),
+            met: ratio >= 2.0,
+        });
+    }
+    let (on, off) = (whole(1, true), whole(1, false));
+    if !on.is_empty() && on.len() == off.len() {
+        let added = median(
+            on.iter()
+                .zip(off)
+                .map(|(on, off)| ms(on.summary.p50_us) - ms(off.summary.p50_us)),
+        );
+        let rounds: Vec<String> = on
+            .iter()
+            .zip(off)
+            .map(|(on, off)| {
+                format!(
+                    "{:.2} against {:.2} ms",
+                    ms(on.summary.p50_us),
+                    ms(off.summary.p50_us)
+                )
+            })
+            .collect();
+        targets.push(TargetCheck {
+            target: "realistic workload, whole view, one caller: p50 with coalescing on ≤ p50 with it off + 0.1 ms".into(),
+            figure: format!("{added:+.2} ms ({}{})", rounds.join("; "), rounds_note(on.len())),
+            met: added <= 0.1,
+        });
+    }
+    targets
+}
+
+/// Envoy as a pure pass-through in front of tracks against the gateway's `title` read with
+/// coalescing off (one upstream call, nothing shared between requests), A/B alternating.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvoyComparison {
+    /// Why there are no figures, when Envoy did not run.
+    pub missing: Option<String>,
+    /// Per round, the Envoy phase and the gateway phase.
+    pub rounds: Vec<(String, String)>,
+    /// Envoy's CPU per proxied request, median round.
+    pub envoy_cpu_us_per_request: Option<f64>,
+    /// tracks' CPU per request behind Envoy, median round.
+    pub tracks_cpu_us_per_request: Option<f64>,
+    /// The gateway's CPU per `title` read with coalescing off, median round.
+    pub gateway_cpu_us_per_request: Option<f64>,
+    /// Gateway CPU per request over Envoy CPU per request, median of the rounds' ratios.
+    pub ratio: Option<f64>,
+}
+
+impl EnvoyComparison {
+    fn missing(reason: String) -> Self {
+        Self {
+            missing: Some(reason),
+            rounds: Vec::new(),
+            envoy_cpu_us_per_request: None,
+            tracks_cpu_us_per_request: None,
+            gateway_cpu_us_per_request: None,
+            ratio: None,
+        }
+    }
+
+    fn target(&self) -> TargetCheck {
+        let target =
+            "mask `title`, coalescing off: gateway CPU per request ≤ 1.0 × Envoy's CPU per request as a pass-through in front of tracks".to_owned();
+        match (
+            &self.missing,
+            self.ratio,
+            self.gateway_cpu_us_per_request,
+            self.envoy_cpu_us_per_request,
+        ) {
+            (None, Some(ratio), Some(gateway), Some(envoy)) => TargetCheck {
+                target,
+                figure: format!(
+                    "{ratio:.2} × ({gateway:.0} µs against {envoy:.0} µs{})",
+                    if self.rounds.len() > 1 {
+                        format!(", median of {} alternating rounds", self.rounds.len())
+                    } else {
+                        String::new()
+                    }
+                ),
+                met: ratio <= 1.0,
+            },
+            (missing, ..) => TargetCheck {
+                target,
+                figure: format!(
+                    "missing: {}",
+                    missing.as_deref().unwrap_or("no CPU figures")
+                ),
+                met: false,
+            },
+        }
+    }
+}
+
+/// Runs tracks.BatchGetTracks of one id through Envoy and GetTrack with mask `title` through
+/// the gateway (coalescing off) alternately, at the callers of the direct tracks phase.
+async fn envoy(
+    runner: &mut Runner<'_>,
+    workload: &std::sync::Arc<Workload>,
+) -> anyhow::Result<EnvoyComparison> {
+    let url = match (
+        runner.system.envoy_missing(),
+        runner.system.endpoints().envoy,
+    ) {
+        (None, Some(url)) => url,
+        (missing, _) => {
+            return Ok(EnvoyComparison::missing(
+                missing.unwrap_or_else(|| "Envoy is not running".into()),
+            ));
+        }
+    };
+    let through = workload.tracks_through(&url).await?;
+    runner.set_coalescing(false).await?;
+    let load = runner.closed();
+    let pairs = runner
+        .alternate(
+            load,
+            Side {
+                name: "envoy.tracks",
+                what: "tracks.BatchGetTracks of one id through Envoy as a pure pass-through (one worker)",
+                gateway: Gateway::None,
+                call: &through,
+            },
+            Side {
+                name: "consumer.get_track.title.uncoalesced",
+                what: "GetTrack, mask `title` (one upstream call), coalescing off",
+                gateway: Gateway::Consumer,
+                call: &workload.get_track(Some("title")),
+            },
+        )
+        .await?;
+    runner.set_coalescing(true).await?;
+    let envoys: Vec<Phase> = pairs.iter().map(|(envoy, _)| envoy.clone()).collect();
+    let gateways: Vec<Phase> = pairs.iter().map(|(_, gateway)| gateway.clone()).collect();
+    let envoy_cpu = |phase: &Phase| phase.cpu_us_per_request.get(crate::procs::ENVOY).copied();
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .filter_map(|(envoy, gateway)| Some(gateway_cpu(gateway)? / envoy_cpu(envoy)?))
+        .collect();
+    Ok(EnvoyComparison {
+        missing: None,
+        rounds: pairs
+            .iter()
+            .map(|(envoy, gateway)| (envoy.name.clone(), gateway.name.clone()))
+            .collect(),
+        envoy_cpu_us_per_request: median_of(&envoys, envoy_cpu),
+        tracks_cpu_us_per_request: median_of(&envoys, |phase| {
+            phase.cpu_us_per_request.get("tracks").copied()
+        }),
+        gateway_cpu_us_per_request: median_of(&gateways, gateway_cpu),
+        ratio: (!ratios.is_empty()).then(|| median(ratios)),
+    })
+}
+
 /// One side of an alternating comparison.
 #[derive(Clone, Copy)]
 struct Side<'c> {
@@ -536,6 +910,15 @@ struct Side<'c> {
     what: &'c str,
     gateway: Gateway,
     call: &'c Call,
+}
+
+/// `name`, or `name#round` when there are several rounds.
+fn round_name(name: &str, round: usize, rounds: usize) -> String {
+    if rounds == 1 {
+        name.to_owned()
+    } else {
+        format!("{name}#{round}")
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count); NaN when empty.
@@ -601,6 +984,10 @@ pub struct Outcome {
     pub comparisons: Vec<String>,
     /// The overload sweeps, one per kind of limit.
     pub sweeps: Vec<Sweep>,
+    /// The realistic workload, one row per view, callers and coalescing setting.
+    pub realistic: Vec<RealisticRow>,
+    /// Envoy as a pass-through against the gateway's `title` read.
+    pub envoy: EnvoyComparison,
     pub seconds: f64,
 }
 
@@ -621,6 +1008,7 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
         options,
         system,
         phases: Vec::new(),
+        coalescing: true,
     };
     let closed = runner.closed();
     use Gateway::{Consumer, Creator};
@@ -693,6 +1081,24 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
             },
         )
         .await?;
+    // The gateway's CPU for a batch of 100 against one track, at saturation.
+    let batch_cpu = runner
+        .alternate(
+            closed,
+            Side {
+                name: "cpu.get_track.full",
+                what: "GetTrack, whole view (its CPU per request against a batch of 100)",
+                gateway: Consumer,
+                call: &workload.get_track(None),
+            },
+            Side {
+                name: "cpu.batch_get.100",
+                what: "BatchGetTracks of 100, whole view (its CPU per request against one GetTrack)",
+                gateway: Consumer,
+                call: &workload.batch_get(100),
+            },
+        )
+        .await?;
     // (e) and (f): pages.
     runner
         .phase(
@@ -755,6 +1161,11 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
             },
         )
         .await?;
+
+    // The realistic workload with coalescing on and off, then Envoy as a pass-through against
+    // the gateway's `title` read with coalescing off.
+    let realistic_rounds = realistic(&mut runner, &workload).await?;
+    let envoy = envoy(&mut runner, &workload).await?;
 
     let mut memory = None;
     let mut overload = None;
@@ -874,6 +1285,45 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
             });
         }
     }
+    if let Some(cpu) = direct.cpu_us_per_request.get("tracks") {
+        targets.push(TargetCheck {
+            target: "tracks CPU per request, tracks.BatchGetTracks of one id called directly (tracks.direct): ≤ 60 µs".into(),
+            figure: format!("{cpu:.0} µs"),
+            met: *cpu <= 60.0,
+        });
+    }
+    let cpu_ratios: Vec<(f64, f64, f64)> = batch_cpu
+        .iter()
+        .filter_map(|(one, batch)| {
+            let (one, batch) = (gateway_cpu(one)?, gateway_cpu(batch)?);
+            Some((batch / one.max(1e-9), batch, one))
+        })
+        .collect();
+    if !cpu_ratios.is_empty() {
+        let ratio = median(cpu_ratios.iter().map(|(ratio, ..)| *ratio));
+        let rounds: Vec<String> = cpu_ratios
+            .iter()
+            .map(|(ratio, batch, one)| format!("{ratio:.2} × ({batch:.0} µs against {one:.0} µs)"))
+            .collect();
+        targets.push(TargetCheck {
+            target: format!(
+                "gateway CPU per request, BatchGetTracks of 100 against one GetTrack, whole view, {} callers: ≤ 3 ×",
+                options.concurrency
+            ),
+            figure: if rounds.len() == 1 {
+                rounds.join("")
+            } else {
+                format!(
+                    "{ratio:.2} × (median of {} alternating rounds: {})",
+                    rounds.len(),
+                    rounds.join("; ")
+                )
+            },
+            met: ratio <= 3.0,
+        });
+    }
+    targets.extend(realistic_targets(&realistic_rounds));
+    targets.push(envoy.target());
     let batch = runner
         .phases
         .iter()
@@ -981,6 +1431,13 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
         targets,
         comparisons,
         sweeps,
+        realistic: realistic_rounds
+            .iter()
+            .map(|((view, callers, coalescing), phases)| {
+                RealisticRow::new(*view, *callers, *coalescing, phases)
+            })
+            .collect(),
+        envoy,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -1048,6 +1505,59 @@ mod tests {
         assert_eq!(met[1], ("1 opened".to_owned(), false));
         assert!(!met[3].1, "p99 went from 20 to 50 ms: {:?}", met[3]);
         assert!(met[4].1, "95 % of the goodput: {:?}", met[4]);
+    }
+
+    #[test]
+    fn the_realistic_targets_compare_coalescing_on_and_off_round_by_round() {
+        let with = |rps: f64, p50_us: u64, calls: f64, cpu: f64| {
+            let mut phase = phase("realistic", p50_us, 2 * p50_us);
+            phase.summary.rps = rps;
+            phase.upstream_calls_per_request = Some(calls);
+            phase
+                .cpu_us_per_request
+                .insert("consumer-gateway".into(), cpu);
+            phase
+        };
+        let mut cells = RealisticRounds::new();
+        cells.insert(
+            (RealisticView::Whole, 64, true),
+            vec![
+                with(5000.0, 10_000, 0.8, 90.0),
+                with(4000.0, 12_000, 1.4, 120.0),
+                with(5200.0, 9_000, 0.9, 95.0),
+            ],
+        );
+        cells.insert(
+            (RealisticView::Whole, 64, false),
+            vec![
+                with(2000.0, 30_000, 5.0, 300.0),
+                with(2100.0, 29_000, 5.0, 290.0),
+                with(2400.0, 25_000, 5.0, 280.0),
+            ],
+        );
+        cells.insert(
+            (RealisticView::Whole, 1, true),
+            vec![with(500.0, 2_050, 5.0, 400.0)],
+        );
+        cells.insert(
+            (RealisticView::Whole, 1, false),
+            vec![with(520.0, 2_000, 5.0, 390.0)],
+        );
+        let targets = realistic_targets(&cells);
+        let figures: Vec<(&str, bool)> = targets
+            .iter()
+            .map(|target| (target.figure.as_str(), target.met))
+            .collect();
+        assert_eq!(figures[0], ("0.90, median of 3 alternating rounds", true));
+        assert_eq!(figures[1], ("95 µs, median of 3 alternating rounds", true));
+        // Round ratios 2.50, 1.90 and 2.17: the median round decides.
+        assert!(
+            figures[2].0.starts_with("2.17 × (5000 against 2000 req/s;"),
+            "{}",
+            figures[2].0
+        );
+        assert!(figures[2].1);
+        assert_eq!(figures[3], ("+0.05 ms (2.05 against 2.00 ms)", true));
     }
 
     #[test]

@@ -89,6 +89,32 @@ async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
         .expect("the batch target is checked");
     assert!(batch_target.met, "{batch_target:?}");
 
+    // The realistic workload: every count of callers of the quick run, both views, coalescing
+    // on and off (the same gateway here: it cannot restart in this process).
+    assert_eq!(
+        outcome.realistic.len(),
+        2 * 2 * options.realistic_callers.len()
+    );
+    for row in &outcome.realistic {
+        assert_eq!(row.errors, 0, "{row:?}");
+        assert!(
+            row.upstream_calls_per_request
+                .is_some_and(|calls| calls > 0.0),
+            "{row:?}"
+        );
+    }
+    // No Envoy in this process: its figures are missing, and the target says why.
+    assert!(outcome.envoy.missing.is_some());
+    let envoy_target = outcome
+        .targets
+        .iter()
+        .find(|target| target.target.contains("Envoy"))
+        .expect("the Envoy target is reported");
+    assert!(
+        envoy_target.figure.starts_with("missing: "),
+        "{envoy_target:?}"
+    );
+
     let report = Report {
         machine: Machine::detect("in-process test"),
         options,
@@ -98,6 +124,10 @@ async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
     let markdown = report.to_markdown();
     assert!(
         markdown.contains("| `consumer.batch_get.100` |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("## Realistic workload, coalescing on and off"),
         "{markdown}"
     );
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
