@@ -361,7 +361,8 @@ async fn the_readme_examples_run() {
             "consumer",
             "GetTrack",
             "-d",
-            r#"{"track_id":"trk_00001"}"#,
+            // A track whose counters no earlier read brought into the gateway's cache.
+            r#"{"track_id":"trk_00002"}"#,
             "--mask",
             "title,stats",
         ],

@@ -563,6 +563,7 @@ impl Workload {
                     likes.batch_get_reactions(BatchGetReactionsRequest {
                         user_id: viewer.clone(),
                         track_ids: vec![track_id.clone()],
+                        ..Default::default()
                     }),
                     counts.batch_get_track_counts(BatchGetTrackCountsRequest {
                         track_ids: vec![track_id.clone()],
@@ -580,6 +581,7 @@ impl Workload {
                     follows.batch_get_following(BatchGetFollowingRequest {
                         follower_id: viewer,
                         followee_ids: vec![owner.clone()],
+                        ..Default::default()
                     }),
                     user_counts.batch_get_user_counts(BatchGetUserCountsRequest {
                         user_ids: vec![owner],

@@ -14,8 +14,10 @@ use topology::{Options, Topology};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
+    // Each request makes its own planned calls: none shared between concurrent requests.
     let topology = Topology::start(Options {
         ephemeral: true,
+        coalesce: false,
         ..Options::default()
     })
     .await

@@ -25,6 +25,8 @@ pub struct Options {
     pub host: std::net::IpAddr,
     /// Bind ephemeral ports instead of the default ones (for tests).
     pub ephemeral: bool,
+    /// The gateways' `fanout.coalesce`: foundation work shared between concurrent requests.
+    pub coalesce: bool,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             seed_tracks: 5000,
             host: [127, 0, 0, 1].into(),
             ephemeral: false,
+            coalesce: true,
         }
     }
 }
@@ -131,6 +134,7 @@ impl Topology {
         })?;
 
         let mut settings = consumer_gateway::Settings::defaults();
+        settings.fanout.coalesce = options.coalesce;
         settings.upstreams.tracks.url = tracks.url();
         settings.upstreams.likes.url = likes.url();
         settings.upstreams.follows.url = follows.url();
@@ -142,6 +146,7 @@ impl Topology {
             })?;
 
         let mut settings = creator_gateway::Settings::defaults();
+        settings.fanout.coalesce = options.coalesce;
         settings.upstreams.tracks.url = tracks.url();
         settings.upstreams.likes.url = likes.url();
         settings.upstreams.counts.url = counts.url();

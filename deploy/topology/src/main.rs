@@ -55,6 +55,7 @@ async fn main() -> ExitCode {
         seed_tracks: cli.seed_tracks,
         host: cli.host,
         ephemeral: false,
+        coalesce: true,
     };
     let topology = match Topology::start(options).await {
         Ok(topology) => topology,

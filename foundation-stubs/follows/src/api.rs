@@ -65,6 +65,44 @@ impl FollowsService for FollowsApi {
         request: Request<BatchGetFollowingRequest>,
     ) -> Result<Response<BatchGetFollowingResponse>, Status> {
         let request = request.into_inner();
+        if !request.keys.is_empty() {
+            if !request.follower_id.is_empty() || !request.followee_ids.is_empty() {
+                return Err(FoundationError::invalid(
+                    "keys",
+                    "cannot be set together with follower_id and followee_ids",
+                )
+                .into());
+            }
+            ids::check_pairs(
+                "keys",
+                ("follower_id", "followee_id"),
+                request
+                    .keys
+                    .iter()
+                    .map(|key| (key.follower_id.as_str(), key.followee_id.as_str())),
+                self.limits.max_batch,
+            )?;
+            let pairs: Vec<(String, String)> = request
+                .keys
+                .into_iter()
+                .map(|key| (key.follower_id, key.followee_id))
+                .collect();
+            let following = self
+                .store
+                .following_of_pairs(&pairs)
+                .await
+                .map_err(FoundationError::from)?;
+            let states = pairs
+                .into_iter()
+                .zip(following)
+                .map(|((follower_id, followee_id), following)| FollowState {
+                    followee_id,
+                    following,
+                    follower_id,
+                })
+                .collect();
+            return Ok(Response::new(BatchGetFollowingResponse { states }));
+        }
         ids::check("follower_id", &request.follower_id)?;
         ids::check_batch("followee_ids", &request.followee_ids, self.limits.max_batch)?;
         let following = self
@@ -79,6 +117,7 @@ impl FollowsService for FollowsApi {
             .map(|(followee_id, following)| FollowState {
                 followee_id,
                 following,
+                follower_id: request.follower_id.clone(),
             })
             .collect();
         Ok(Response::new(BatchGetFollowingResponse { states }))

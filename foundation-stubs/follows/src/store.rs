@@ -119,6 +119,35 @@ impl FollowsStore {
         Ok(followees.iter().map(|id| found.contains(id)).collect())
     }
 
+    /// For each (follower, followee) pair, in request order: whether the follower follows the
+    /// followee. One statement for the pairs of many followers.
+    pub async fn following_of_pairs(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = (0..pairs.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT follower_id, followee_id FROM follows WHERE (follower_id, followee_id) IN (VALUES {values})"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (follower, followee) in pairs {
+            query = query.bind(follower.clone()).bind(followee.clone());
+        }
+        let found = query
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("follower_id")?, row.try_get("followee_id")?)))
+            .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()?;
+        Ok(pairs.iter().map(|pair| found.contains(pair)).collect())
+    }
+
     /// One page of the users a user follows, newest first, and the cursor of the next page.
     pub async fn followees(
         &self,

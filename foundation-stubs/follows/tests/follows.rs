@@ -7,7 +7,7 @@ use foundation_kit::{DatabaseSettings, db::testing};
 use protos::foundation::{
     counts::v1::{BatchGetUserCountsRequest, counts_service_client::CountsServiceClient},
     follows::v1::{
-        BatchGetFollowingRequest, FollowRequest, ListFollowingRequest,
+        BatchGetFollowingRequest, FollowKey, FollowRequest, ListFollowingRequest,
         follows_service_client::FollowsServiceClient,
     },
 };
@@ -94,6 +94,7 @@ async fn scenario(db: DatabaseSettings) {
         .batch_get_following(BatchGetFollowingRequest {
             follower_id: "usr_1".into(),
             followee_ids: vec!["usr_3".into(), "usr_9".into(), "usr_2".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -111,6 +112,73 @@ async fn scenario(db: DatabaseSettings) {
         .batch_get_following(BatchGetFollowingRequest {
             follower_id: "usr_1".into(),
             followee_ids: vec!["usr_2".into(); 101],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+
+    // The keyed form: the links of several followers in one call, in request order, each
+    // answered for its own follower.
+    let key = |follower: &str, followee: &str| FollowKey {
+        follower_id: follower.into(),
+        followee_id: followee.into(),
+    };
+    let states = client
+        .batch_get_following(BatchGetFollowingRequest {
+            keys: vec![
+                key("usr_1", "usr_9"),
+                key("usr_9", "usr_1"),
+                key("usr_1", "usr_3"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    let following: Vec<_> = states
+        .iter()
+        .map(|s| (s.follower_id.as_str(), s.followee_id.as_str(), s.following))
+        .collect();
+    assert_eq!(
+        following,
+        [
+            ("usr_1", "usr_9", true),
+            ("usr_9", "usr_1", false),
+            ("usr_1", "usr_3", false)
+        ]
+    );
+    let both = client
+        .batch_get_following(BatchGetFollowingRequest {
+            follower_id: "usr_1".into(),
+            keys: vec![key("usr_1", "usr_9")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), Code::InvalidArgument);
+    assert!(
+        both.message().starts_with("keys: cannot be set together"),
+        "{}",
+        both.message()
+    );
+    let bad = client
+        .batch_get_following(BatchGetFollowingRequest {
+            keys: vec![key("usr_1", "")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        bad.message().starts_with("keys: entry 0: followee_id"),
+        "{}",
+        bad.message()
+    );
+    let too_many = client
+        .batch_get_following(BatchGetFollowingRequest {
+            keys: vec![key("usr_1", "usr_2"); 101],
+            ..Default::default()
         })
         .await
         .unwrap_err();

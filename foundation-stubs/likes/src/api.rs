@@ -74,6 +74,45 @@ impl LikesService for LikesApi {
         request: Request<BatchGetReactionsRequest>,
     ) -> Result<Response<BatchGetReactionsResponse>, Status> {
         let request = request.into_inner();
+        if !request.keys.is_empty() {
+            if !request.user_id.is_empty() || !request.track_ids.is_empty() {
+                return Err(FoundationError::invalid(
+                    "keys",
+                    "cannot be set together with user_id and track_ids",
+                )
+                .into());
+            }
+            ids::check_pairs(
+                "keys",
+                ("user_id", "track_id"),
+                request
+                    .keys
+                    .iter()
+                    .map(|key| (key.user_id.as_str(), key.track_id.as_str())),
+                self.limits.max_batch,
+            )?;
+            let pairs: Vec<(String, String)> = request
+                .keys
+                .into_iter()
+                .map(|key| (key.user_id, key.track_id))
+                .collect();
+            let states = self
+                .store
+                .reactions_of_pairs(&pairs)
+                .await
+                .map_err(FoundationError::from)?;
+            let reactions = pairs
+                .into_iter()
+                .zip(states)
+                .map(|((user_id, track_id), (liked, reposted))| Reaction {
+                    track_id,
+                    liked,
+                    reposted,
+                    user_id,
+                })
+                .collect();
+            return Ok(Response::new(BatchGetReactionsResponse { reactions }));
+        }
         ids::check("user_id", &request.user_id)?;
         ids::check_batch("track_ids", &request.track_ids, self.limits.max_batch)?;
         let states = self
@@ -89,6 +128,7 @@ impl LikesService for LikesApi {
                 track_id,
                 liked,
                 reposted,
+                user_id: request.user_id.clone(),
             })
             .collect();
         Ok(Response::new(BatchGetReactionsResponse { reactions }))

@@ -162,6 +162,43 @@ impl LikesStore {
             .collect())
     }
 
+    /// For each (user, track) pair, in request order: (liked, reposted) by that user. One
+    /// statement for the pairs of many users.
+    pub async fn reactions_of_pairs(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<(bool, bool)>, sqlx::Error> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = (0..pairs.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT user_id, track_id, kind FROM reactions WHERE (user_id, track_id) IN (VALUES {values})"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (user, track) in pairs {
+            query = query.bind(user.clone()).bind(track.clone());
+        }
+        let mut liked = HashSet::new();
+        let mut reposted = HashSet::new();
+        for row in query.fetch_all(&self.db.pool).await? {
+            let pair: (String, String) = (row.try_get("user_id")?, row.try_get("track_id")?);
+            let kind: String = row.try_get("kind")?;
+            if kind == ReactionKind::Like.as_str() {
+                liked.insert(pair);
+            } else {
+                reposted.insert(pair);
+            }
+        }
+        Ok(pairs
+            .iter()
+            .map(|pair| (liked.contains(pair), reposted.contains(pair)))
+            .collect())
+    }
+
     /// One page of a user's likes, newest first, and the cursor of the next page if any.
     pub async fn liked(
         &self,

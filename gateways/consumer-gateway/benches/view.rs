@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
                     track_id: t.id.clone(),
                     liked: true,
                     reposted: false,
+                    ..Default::default()
                 },
             )
         })

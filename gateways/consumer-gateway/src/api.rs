@@ -6,7 +6,7 @@ use std::{pin::Pin, sync::Arc};
 use authorization::{Principal, client::client, interceptor::principal};
 use futures::{Stream, StreamExt};
 use gateway_kit::{
-    Audit, Cost, Cursors, Deadline, Governance, Scope, UpstreamError, check_id, outbound, reads,
+    Audit, Cost, Cursors, Deadline, Governance, Scope, UpstreamError, check_id, outbound,
     signed_in, with_degraded,
 };
 use protos::{
@@ -81,9 +81,8 @@ impl ConsumerApi {
         secret_token: Option<&str>,
         deadline: Deadline,
     ) -> Result<FoundationTrack, GatewayError> {
-        let clients = &self.clients;
         let ids = vec![track_id.to_owned()];
-        let tracks = reads::tracks(&clients.calls, &clients.tracks, ids, deadline).await?;
+        let tracks = self.clients.reads.tracks.values(ids, deadline).await?;
         rules::authorize(tracks, principal, secret_token, &self.audit)
             .remove(track_id)
             .ok_or(GatewayError::TrackNotFound)

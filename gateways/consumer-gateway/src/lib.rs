@@ -20,8 +20,8 @@ use authorization::{
     AuthSettings, Authenticator, Verifier, client::ClientSettings, limit::RateLimitSettings,
 };
 use gateway_kit::{
-    AllowedMaskSettings, Audit, BudgetSettings, CallSettings, CursorSettings, Cursors, Governance,
-    IdempotencySettings,
+    AllowedMaskSettings, Audit, BudgetSettings, CallSettings, CursorSettings, Cursors, Fanout,
+    FanoutSettings, Governance, IdempotencySettings,
 };
 use prometheus_client::registry::Registry;
 use protos::consumer::v1::consumer_gateway_server::ConsumerGatewayServer;
@@ -75,6 +75,9 @@ pub struct Settings {
     /// The most a read of each client may cost.
     #[serde(default)]
     pub fanout_budget: BudgetSettings,
+    /// How concurrent requests share foundation work.
+    #[serde(default)]
+    pub fanout: FanoutSettings,
     /// Fault injection by method name, off by default.
     #[serde(default)]
     pub faults: FaultSettings,
@@ -134,8 +137,9 @@ pub async fn run(
         .map_err(|error| RunError::Settings(error.to_string()))?;
     let mut registry = Registry::default();
     let client_metrics = GrpcMetrics::register_client(&mut registry);
+    let fanout = Fanout::register(&settings.fanout, &mut registry).map_err(RunError::Settings)?;
     let upstreams =
-        upstreams::Clients::new(&settings, &client_metrics).map_err(RunError::Settings)?;
+        upstreams::Clients::new(&settings, &client_metrics, &fanout).map_err(RunError::Settings)?;
     let audit = Audit::register(&mut registry);
     let view = Arc::new(TrackView::new().map_err(RunError::Settings)?);
     let cursors =

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use authorization::Principal;
 use field_mask::{Explain, FanoutSpec, Input, Mask, Source, ViewSchema, run_plan, unique_keys};
-use gateway_kit::{Audit, Cost, Deadline, reads, requested_mask};
+use gateway_kit::{Audit, Cost, Deadline, requested_mask};
 use protos::{
     consumer::v1 as view,
     foundation::{
@@ -306,27 +306,35 @@ async fn fetch(
     keys: Vec<String>,
     caller: Caller<'_>,
 ) -> Result<Fetched, GatewayError> {
-    let calls = &clients.calls;
+    let reads = &clients.reads;
     let deadline = caller.deadline;
     let user = caller.principal.user();
+    // The viewer relations are keyed by the viewer too: shared only between reads of one user.
+    let of_viewer = |user: &str, keys: Vec<String>| -> Vec<(String, String)> {
+        keys.into_iter().map(|key| (user.to_owned(), key)).collect()
+    };
     Ok(match source {
-        Src::Tracks => {
-            Fetched::Tracks(reads::tracks(calls, &clients.tracks, keys, deadline).await?)
-        }
+        Src::Tracks => Fetched::Tracks(reads.tracks.values(keys, deadline).await?),
         Src::Reactions => Fetched::Reactions(match user {
             None => Vec::new(),
-            Some(user) => reads::reactions(calls, &clients.likes, user, keys, deadline).await?,
+            Some(user) => {
+                reads
+                    .reactions
+                    .values(of_viewer(user, keys), deadline)
+                    .await?
+            }
         }),
-        Src::TrackCounts => {
-            Fetched::TrackCounts(reads::track_counts(calls, &clients.counts, keys, deadline).await?)
-        }
+        Src::TrackCounts => Fetched::TrackCounts(reads.track_counts.values(keys, deadline).await?),
         Src::Following => Fetched::Following(match user {
             None => Vec::new(),
-            Some(user) => reads::following(calls, &clients.follows, user, keys, deadline).await?,
+            Some(user) => {
+                reads
+                    .following
+                    .values(of_viewer(user, keys), deadline)
+                    .await?
+            }
         }),
-        Src::UserCounts => {
-            Fetched::UserCounts(reads::user_counts(calls, &clients.counts, keys, deadline).await?)
-        }
+        Src::UserCounts => Fetched::UserCounts(reads.user_counts.values(keys, deadline).await?),
     })
 }
 

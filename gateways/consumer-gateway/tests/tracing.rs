@@ -103,6 +103,8 @@ async fn start() -> (Vec<Running>, Running) {
             .unwrap()
     };
     let mut settings = consumer_gateway::Settings::defaults();
+    // Every read calls every method it plans: no counters served from the cache.
+    settings.fanout.counts_cache.ttl_ms = 0;
     settings.upstreams.tracks.url = tracks.url();
     settings.upstreams.likes.url = likes.url();
     settings.upstreams.follows.url = follows.url();

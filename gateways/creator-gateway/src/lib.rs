@@ -35,8 +35,8 @@ use authorization::{
     AuthSettings, Authenticator, Verifier, client::ClientSettings, limit::RateLimitSettings,
 };
 use gateway_kit::{
-    AllowedMaskSettings, Audit, BudgetSettings, CallSettings, CursorSettings, Cursors, Governance,
-    IdempotencySettings,
+    AllowedMaskSettings, Audit, BudgetSettings, CallSettings, CursorSettings, Cursors, Fanout,
+    FanoutSettings, Governance, IdempotencySettings,
 };
 use prometheus_client::registry::Registry;
 use protos::creator::v1::creator_gateway_server::CreatorGatewayServer;
@@ -87,6 +87,9 @@ pub struct Settings {
     /// The most a read of each client may cost.
     #[serde(default)]
     pub fanout_budget: BudgetSettings,
+    /// How concurrent requests share foundation work.
+    #[serde(default)]
+    pub fanout: FanoutSettings,
     #[serde(default)]
     pub faults: FaultSettings,
 }
@@ -154,8 +157,9 @@ pub async fn run(
     let view = view::CreatorView::load()?;
     let mut registry = Registry::default();
     let client_metrics = GrpcMetrics::register_client(&mut registry);
+    let fanout = Fanout::register(&settings.fanout, &mut registry).map_err(RunError::Settings)?;
     let upstreams =
-        upstream::Clients::new(&settings, &client_metrics).map_err(RunError::Upstream)?;
+        upstream::Clients::new(&settings, &client_metrics, &fanout).map_err(RunError::Upstream)?;
     let audit = Audit::register(&mut registry);
     let (governance, client_names) = Governance::start(
         view.schema(),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use field_mask::{
     Explain, FanoutSpec, Input, Mask, MaskError, SpecError, ViewSchema, call_batched, run_plan,
 };
-use gateway_kit::{Audit, Cost, Deadline, UpstreamError, reads};
+use gateway_kit::{Audit, Cost, Deadline, UpstreamError};
 use prost_reflect::DescriptorPool;
 use protos::{
     creator::v1::{self as pb, geoblocking, track},
@@ -257,7 +257,7 @@ async fn fetch(
     Ok(match source {
         Upstream::Tracks => {
             let wanted = keys.clone();
-            let tracks = reads::tracks(&clients.calls, &clients.tracks, keys, deadline).await?;
+            let tracks = clients.read_tracks.values(keys, deadline).await?;
             Fetched::Track(tracks.into_iter().find(|track| wanted.contains(&track.id)))
         }
         Upstream::Counts => Fetched::Counts(counts(clients, keys, deadline).await?),
@@ -271,11 +271,8 @@ pub(crate) async fn counts(
     deadline: Deadline,
 ) -> Result<HashMap<String, TrackCounts>, UpstreamError> {
     call_batched(track_ids, |track_ids| async move {
-        let counts =
-            reads::track_counts(&clients.calls, &clients.counts, track_ids, deadline).await?;
-        Ok(counts
-            .into_iter()
-            .map(|counts| (counts.track_id.clone(), counts)))
+        let counts = clients.read_counts.get(track_ids, deadline).await?;
+        Ok(counts.into_iter())
     })
     .await
 }

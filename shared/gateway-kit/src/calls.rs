@@ -152,7 +152,7 @@ impl Deadline {
 }
 
 /// Why an upstream call gave no answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the {service} call failed: {failure}")]
 pub struct UpstreamError {
     /// The upstream's name, such as `tracks`.
@@ -185,7 +185,7 @@ impl UpstreamError {
 }
 
 /// The one classification of a failed call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamFailure {
     /// The upstream answered with an error, or could not be reached.
     #[error("{}: {}", .0.code(), .0.message())]

@@ -8,7 +8,10 @@
 //!   and capped per call by the upstream's `timeout_ms`; reads retry `UNAVAILABLE` once under
 //!   a token-bucket budget (`[calls.retry]`), commands never; one rule for what counts as a
 //!   timeout ([`UpstreamFailure`]).
-//! - [`reads`]: the foundation's batched reads both gateways make, one call for many keys.
+//! - [`fanout`]: foundation work shared between concurrent requests: batching across
+//!   requests, single flight and the counts cache (`[fanout]`).
+//! - [`reads`]: the foundation's batched reads both gateways make, one call for many keys,
+//!   each coalesced by [`fanout`].
 //! - [`audit`]: `gateway_authorization_withheld` and `gateway_degraded_responses`, with the
 //!   audit log events beside them.
 //! - [`cursor`]: the gateways' own page tokens, sealed foundation tokens bound to the RPC,
@@ -22,6 +25,7 @@ pub mod audit;
 pub mod calls;
 pub mod cursor;
 pub mod edge;
+pub mod fanout;
 pub mod governance;
 pub mod reads;
 
@@ -34,4 +38,5 @@ pub use cursor::{CursorSettings, Cursors, ForeignCursor, Scope};
 pub use edge::{
     Anonymous, DEGRADED_FIELDS, IdempotencySettings, InvalidId, check_id, signed_in, with_degraded,
 };
+pub use fanout::{Fanout, FanoutSettings, Read};
 pub use governance::{AllowedMaskSettings, BudgetSettings, Cost, Governance, requested_mask};

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use foundation_kit::{DatabaseSettings, db::testing};
 use protos::foundation::likes::v1::{
     BatchGetReactionsRequest, DeleteTrackReactionsRequest, ListLikedTracksRequest, Reaction,
-    ReactionRequest, likes_service_client::LikesServiceClient,
+    ReactionKey, ReactionRequest, likes_service_client::LikesServiceClient,
 };
 use tonic::{Code, transport::Channel};
 
@@ -19,20 +19,33 @@ fn reaction(user_id: &str, track_id: &str) -> ReactionRequest {
     }
 }
 
+/// One user's reactions to `track_ids`, each checked to name that user.
 async fn reactions(
     client: &mut LikesServiceClient<Channel>,
     user_id: &str,
     track_ids: &[&str],
 ) -> Vec<Reaction> {
-    client
+    let reactions = client
         .batch_get_reactions(BatchGetReactionsRequest {
             user_id: user_id.into(),
             track_ids: track_ids.iter().map(|id| id.to_string()).collect(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
-        .reactions
+        .reactions;
+    assert!(
+        reactions.iter().all(|reaction| reaction.user_id == user_id),
+        "every reaction names its user: {reactions:?}"
+    );
+    reactions
+        .into_iter()
+        .map(|reaction| Reaction {
+            user_id: String::new(),
+            ..reaction
+        })
+        .collect()
 }
 
 fn state(track_id: &str, liked: bool, reposted: bool) -> Reaction {
@@ -40,7 +53,107 @@ fn state(track_id: &str, liked: bool, reposted: bool) -> Reaction {
         track_id: track_id.into(),
         liked,
         reposted,
+        user_id: String::new(),
     }
+}
+
+fn key(user_id: &str, track_id: &str) -> ReactionKey {
+    ReactionKey {
+        user_id: user_id.into(),
+        track_id: track_id.into(),
+    }
+}
+
+#[tokio::test]
+async fn the_keyed_form_reads_the_reactions_of_several_users_in_one_call() {
+    the_keyed_form_reads_several_users_on(testing::sqlite()).await;
+    if let Some(database) = testing::postgres("keyed_reactions").await {
+        the_keyed_form_reads_several_users_on(database).await;
+    }
+}
+
+async fn the_keyed_form_reads_several_users_on(database: DatabaseSettings) {
+    let likes = start_likes(likes_settings(database).await).await;
+    let mut client = likes_client(&likes).await;
+    client.like(reaction("usr_a", "trk_1")).await.unwrap();
+    client.repost(reaction("usr_b", "trk_1")).await.unwrap();
+    client.like(reaction("usr_b", "trk_2")).await.unwrap();
+
+    // Request order, duplicates, and each pair answered for its own user only.
+    let keys = vec![
+        key("usr_b", "trk_1"),
+        key("usr_a", "trk_1"),
+        key("usr_a", "trk_2"),
+        key("usr_b", "trk_2"),
+        key("usr_a", "trk_1"),
+        key("usr_c", "trk_1"),
+    ];
+    let answered = client
+        .batch_get_reactions(BatchGetReactionsRequest {
+            keys,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reactions;
+    let got: Vec<_> = answered
+        .iter()
+        .map(|r| (r.user_id.as_str(), r.track_id.as_str(), r.liked, r.reposted))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("usr_b", "trk_1", false, true),
+            ("usr_a", "trk_1", true, false),
+            ("usr_a", "trk_2", false, false),
+            ("usr_b", "trk_2", true, false),
+            ("usr_a", "trk_1", true, false),
+            ("usr_c", "trk_1", false, false),
+        ]
+    );
+
+    // Both forms at once, a bad id and too many keys are refused, naming what is wrong.
+    let both = client
+        .batch_get_reactions(BatchGetReactionsRequest {
+            user_id: "usr_a".into(),
+            keys: vec![key("usr_a", "trk_1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), Code::InvalidArgument);
+    assert!(
+        both.message().starts_with("keys: cannot be set together"),
+        "{}",
+        both.message()
+    );
+    let bad = client
+        .batch_get_reactions(BatchGetReactionsRequest {
+            keys: vec![key("usr_a", "trk_1"), key("usr a", "trk_1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().starts_with("keys: entry 1: user_id"),
+        "{}",
+        bad.message()
+    );
+    let too_many = client
+        .batch_get_reactions(BatchGetReactionsRequest {
+            keys: vec![key("usr_a", "trk_1"); 101],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    assert!(
+        too_many.message().contains("more than the maximum of 100"),
+        "{}",
+        too_many.message()
+    );
 }
 
 #[tokio::test]
@@ -346,6 +459,7 @@ async fn bad_input_on(database: DatabaseSettings) {
                 .batch_get_reactions(BatchGetReactionsRequest {
                     user_id: bad.into(),
                     track_ids: vec!["trk_1".into()],
+                    ..Default::default()
                 })
                 .await,
             "user_id",
@@ -355,6 +469,7 @@ async fn bad_input_on(database: DatabaseSettings) {
                 .batch_get_reactions(BatchGetReactionsRequest {
                     user_id: "usr_1".into(),
                     track_ids: vec!["trk_1".into(), bad.into()],
+                    ..Default::default()
                 })
                 .await,
             "track_ids",
@@ -384,6 +499,7 @@ async fn bad_input_on(database: DatabaseSettings) {
         .batch_get_reactions(BatchGetReactionsRequest {
             user_id: "usr_1".into(),
             track_ids: ids(100),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -394,6 +510,7 @@ async fn bad_input_on(database: DatabaseSettings) {
             .batch_get_reactions(BatchGetReactionsRequest {
                 user_id: "usr_1".into(),
                 track_ids: ids(101),
+                ..Default::default()
             })
             .await,
         "track_ids",

@@ -43,6 +43,7 @@ async fn an_error_rate_of_one_fails_only_that_method() {
         .batch_get_reactions(BatchGetReactionsRequest {
             user_id: "usr_1".into(),
             track_ids: vec!["trk_1".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -52,6 +52,7 @@ async fn metrics_count_every_call_by_service_method_and_code() {
             .batch_get_reactions(BatchGetReactionsRequest {
                 user_id: "usr_1".into(),
                 track_ids: vec!["trk_1".into()],
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -234,6 +235,7 @@ async fn shutdown_drains_an_in_flight_call() {
         .batch_get_reactions(BatchGetReactionsRequest {
             user_id: "usr_1".into(),
             track_ids: vec!["trk_1".into()],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -88,6 +88,7 @@ async fn seeded_counts_agree_on(likes_db: DatabaseSettings, counts_db: DatabaseS
                 .batch_get_reactions(BatchGetReactionsRequest {
                     user_id: user.clone(),
                     track_ids: chunk.to_vec(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

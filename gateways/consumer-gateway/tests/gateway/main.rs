@@ -4,6 +4,7 @@
 mod authorization_matrix;
 mod commands;
 mod downloads;
+mod fanout;
 mod fixture;
 mod governance;
 mod hardening;

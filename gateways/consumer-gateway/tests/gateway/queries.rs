@@ -152,7 +152,8 @@ fn calls(methods: &[&str]) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn a_mask_calls_exactly_the_foundation_methods_it_needs() {
-    let t = Topology::start().await;
+    // Without the counts cache, which would answer the counters of later reads itself.
+    let t = Topology::start_with(|s| s.fanout.counts_cache.ttl_ms = 0).await;
     let table: [(&[&str], &[&str]); 9] = [
         (&["title"], &["BatchGetTracks"]),
         (&["creator.id", "access"], &["BatchGetTracks"]),

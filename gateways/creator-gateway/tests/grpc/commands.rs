@@ -425,6 +425,7 @@ async fn delete_removes_the_track_its_reactions_and_its_counters() {
         .batch_get_reactions(BatchGetReactionsRequest {
             user_id: "usr_0100".into(),
             track_ids: ids.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -53,6 +53,8 @@ pub(crate) struct Options {
     pub(crate) allowed_masks: Option<gateway_kit::AllowedMaskSettings>,
     /// The gateway's `[fanout_budget]`.
     pub(crate) fanout_budget: Option<gateway_kit::BudgetSettings>,
+    /// The gateway's `[fanout]`.
+    pub(crate) fanout: Option<gateway_kit::FanoutSettings>,
 }
 
 /// The foundation services a creator gateway needs, and the gateway in front of them. Each is
@@ -130,6 +132,9 @@ impl Topology {
         }
         if let Some(budget) = options.fanout_budget {
             settings.fanout_budget = budget;
+        }
+        if let Some(fanout) = options.fanout {
+            settings.fanout = fanout;
         }
         let gateway = Running::ephemeral("creator-gateway", |listeners, shutdown| {
             creator_gateway::run(settings, listeners, shutdown)

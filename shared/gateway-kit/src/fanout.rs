@@ -1,0 +1,614 @@
+//! Foundation work shared between concurrent requests: the gateways' batched reads go through
+//! a [`Read`] per foundation method, which coalesces them.
+//!
+//! - **Cross-request batching.** A read whose method has fewer than `fanout.max_in_flight`
+//!   calls in flight goes out at once, alone: at low load nothing waits. Otherwise its keys
+//!   queue, and the keys every request queued meanwhile go out together in the next call, up
+//!   to `fanout.max_batch` keys, as soon as a call of the method ends. So the calls per request
+//!   fall as the load rises. `fanout.window_us` can hold a call back that long to gather more
+//!   keys; it is 0 (no wait) by default.
+//! - **Single flight.** A key already queued or in flight is not fetched again: the reader
+//!   waits for that answer. A key holds everything
+//!   the foundation's answer depends on (the track id; the viewer and the track; the viewer and
+//!   the owner), and only foundation data is shared: authorization, masks and trimming stay per
+//!   request, after the read.
+//! - **Counts cache.** The counters (track and user counts), which are eventually consistent
+//!   by design, are kept for `fanout.counts_cache.ttl_ms` in a bounded cache (moka): a counter
+//!   a gateway serves is at most that much older than the foundation's. Nothing that
+//!   authorization reads, and no viewer relation, is ever cached.
+//!
+//! Each reader keeps its own deadline and its own cancellation: a call runs on its own task
+//! with the latest deadline of its readers, a reader stops waiting at its own deadline (and
+//! when a call it joined runs out of time first, sends the key again within its own), and a
+//! reader that goes away leaves the others waiting. A shared call is traced in the trace of
+//! its first reader. A failed call fails exactly the readers of
+//! the keys it carried. `fanout.coalesce = false` turns all of it off, for A/B runs: each read
+//! is then its own call, as it is without this module.
+
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    fmt,
+    future::Future,
+    hash::Hash,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family,
+    registry::Registry,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{sync::mpsc, time::Instant};
+use tonic::Status;
+use tracing::Instrument;
+
+use crate::{Deadline, UpstreamError, UpstreamFailure};
+
+/// `[fanout]`: how the gateway shares foundation work between concurrent requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutSettings {
+    /// Batching across requests, single flight and the counts cache; `false` makes every read
+    /// its own call.
+    pub coalesce: bool,
+    /// Calls of one foundation method in flight before further keys queue for the next call.
+    pub max_in_flight: usize,
+    /// The most keys in one call: the foundation's batch limit.
+    pub max_batch: usize,
+    /// How long a call waits to gather keys when it could go at once (0: it does not wait).
+    pub window_us: u64,
+    pub counts_cache: CacheSettings,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        Self {
+            coalesce: true,
+            max_in_flight: 2,
+            max_batch: 100,
+            window_us: 0,
+            counts_cache: CacheSettings::default(),
+        }
+    }
+}
+
+/// `[fanout.counts_cache]`: the cache of the counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// How long a counter is served from the cache: the staleness bound it adds (0: no cache).
+    pub ttl_ms: u64,
+    /// The most counters kept.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            ttl_ms: 1000,
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl FanoutSettings {
+    /// Refuses settings that cannot work, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_in_flight == 0 {
+            return Err("fanout.max_in_flight must be at least 1".into());
+        }
+        if self.max_batch == 0 {
+            return Err("fanout.max_batch must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What one call of a method answers: the value of each key it found. Keys it does not
+/// answer have no value (a track that does not exist).
+pub type Loaded<K, V> = Result<Vec<(K, V)>, UpstreamError>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// One call of a method for a batch of keys, within a deadline.
+pub type Loader<K, V> = Arc<dyn Fn(Vec<K>, Deadline) -> BoxFuture<Loaded<K, V>> + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    method: &'static str,
+    /// `cache`, `shared` (another request's call brought it) or `fetched`.
+    source: &'static str,
+}
+
+/// The metrics of every [`Read`] of a gateway, and the settings they share.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    settings: Arc<FanoutSettings>,
+    keys: Family<KeyLabels, Counter>,
+}
+
+impl Fanout {
+    /// Registers `gateway_fanout_keys_total{method,source}`: the keys reads asked for, by
+    /// where their answer came from.
+    pub fn register(settings: &FanoutSettings, registry: &mut Registry) -> Result<Self, String> {
+        settings.check()?;
+        let keys = Family::<KeyLabels, Counter>::default();
+        registry.register(
+            "gateway_fanout_keys",
+            "Keys of foundation reads, by method and by where the answer came from: the counts \
+             cache, another request's call (shared) or a call of their own (fetched)",
+            keys.clone(),
+        );
+        Ok(Self {
+            settings: Arc::new(settings.clone()),
+            keys,
+        })
+    }
+
+    pub fn settings(&self) -> &FanoutSettings {
+        &self.settings
+    }
+
+    /// The read of `method` (such as `tracks.BatchGetTracks`), whose calls take at most `cap`
+    /// and are made by `load`; `cached` for the counters.
+    pub fn read<K, V>(
+        &self,
+        method: &'static str,
+        service: &'static str,
+        cap: Duration,
+        cached: bool,
+        load: Loader<K, V>,
+    ) -> Read<K, V>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        let settings = &self.settings;
+        let cache = (settings.coalesce && cached && settings.counts_cache.ttl_ms > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.counts_cache.max_entries)
+                .time_to_live(Duration::from_millis(settings.counts_cache.ttl_ms))
+                .build()
+        });
+        let counter = |source| {
+            self.keys
+                .get_or_create(&KeyLabels { method, source })
+                .clone()
+        };
+        Read {
+            inner: Arc::new(Inner {
+                service,
+                cap,
+                coalesce: settings.coalesce,
+                max_in_flight: settings.max_in_flight,
+                max_batch: settings.max_batch,
+                window: Duration::from_micros(settings.window_us),
+                load,
+                cache,
+                state: Mutex::new(State::default()),
+                from_cache: counter("cache"),
+                shared: counter("shared"),
+                fetched: counter("fetched"),
+            }),
+        }
+    }
+}
+
+/// The reads of one foundation method, coalesced across the requests of the gateway.
+pub struct Read<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for Read<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Read<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Read")
+            .field("service", &self.inner.service)
+            .field("coalesce", &self.inner.coalesce)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key's answer, as a reader gets it: its value, none, or the failure of its call.
+type Outcome<V> = Result<Option<V>, UpstreamError>;
+
+/// A reader waiting for one key: where its answer goes, at which place of its keys, and when
+/// the reader stops waiting.
+struct Waiter<V> {
+    answers: mpsc::UnboundedSender<(usize, Outcome<V>)>,
+    index: usize,
+    end: Instant,
+    /// The reader's span: a call is traced in the trace of its first reader.
+    span: Arc<tracing::Span>,
+}
+
+/// A call in flight: its number and its readers.
+struct Flight<V> {
+    call: u64,
+    waiters: Vec<Waiter<V>>,
+}
+
+struct State<K, V> {
+    calls_in_flight: usize,
+    next_call: u64,
+    /// Keys waiting for the next call, in the order they came.
+    queue: Vec<K>,
+    queued: HashMap<K, Vec<Waiter<V>>>,
+    /// A key can be in more than one call: a reader whose joined call ran out of time before
+    /// the reader's deadline queues the key again.
+    in_flight: HashMap<K, Vec<Flight<V>>>,
+    /// A call is held back by `window` and will take the queue when the window ends.
+    window_pending: bool,
+}
+
+impl<K: Hash + Eq + Clone, V> State<K, V> {
+    /// Adds a reader of `key`: to a call in flight for it when `join` allows, else to the
+    /// queue, where the key waits once however many readers want it. True when another reader
+    /// already asked for the key.
+    fn register(&mut self, key: &K, waiter: Waiter<V>, join: bool) -> bool {
+        if join && let Some(flight) = self.in_flight.get_mut(key).and_then(|f| f.last_mut()) {
+            flight.waiters.push(waiter);
+            return true;
+        }
+        match self.queued.entry(key.clone()) {
+            Entry::Occupied(mut waiting) => {
+                waiting.get_mut().push(waiter);
+                true
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(vec![waiter]);
+                self.queue.push(key.clone());
+                false
+            }
+        }
+    }
+}
+
+impl<K, V> Default for State<K, V> {
+    fn default() -> Self {
+        Self {
+            calls_in_flight: 0,
+            next_call: 0,
+            queue: Vec::new(),
+            queued: HashMap::new(),
+            in_flight: HashMap::new(),
+            window_pending: false,
+        }
+    }
+}
+
+struct Inner<K, V> {
+    service: &'static str,
+    cap: Duration,
+    coalesce: bool,
+    max_in_flight: usize,
+    max_batch: usize,
+    window: Duration,
+    load: Loader<K, V>,
+    cache: Option<moka::sync::Cache<K, V>>,
+    state: Mutex<State<K, V>>,
+    from_cache: Counter,
+    shared: Counter,
+    fetched: Counter,
+}
+
+/// A call taken off the queue, to be made.
+struct Batch<K> {
+    call: u64,
+    keys: Vec<K>,
+    end: Instant,
+    span: Arc<tracing::Span>,
+}
+
+/// What the queue is ready for: a call, or a window's wait before one.
+enum Start<K> {
+    Call(Batch<K>),
+    Window(Instant),
+}
+
+impl<K, V> Read<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The values of `keys` (callers pass each key once), by `deadline`: the keys the
+    /// foundation answered, with their values, in no particular order.
+    pub async fn get(&self, keys: Vec<K>, deadline: Deadline) -> Loaded<K, V> {
+        let inner = &self.inner;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !inner.coalesce {
+            inner.fetched.inc_by(keys.len() as u64);
+            return (inner.load)(keys, deadline).await;
+        }
+        let mut found = Vec::with_capacity(keys.len());
+        let keys = match &inner.cache {
+            None => keys,
+            Some(cache) => {
+                let mut missing = Vec::with_capacity(keys.len());
+                for key in keys {
+                    match cache.get(&key) {
+                        Some(value) => found.push((key, value)),
+                        None => missing.push(key),
+                    }
+                }
+                inner.from_cache.inc_by(found.len() as u64);
+                if missing.is_empty() {
+                    return Ok(found);
+                }
+                missing
+            }
+        };
+        let end = deadline
+            .remaining()
+            .map_or(inner.cap, |left| left.min(inner.cap));
+        let end = Instant::now() + end;
+        let (answers, mut received) = mpsc::unbounded_channel();
+        let span = Arc::new(tracing::Span::current());
+        let starts = {
+            let mut state = inner.lock();
+            let mut shared = 0;
+            for (index, key) in keys.iter().enumerate() {
+                let waiter = Waiter {
+                    answers: answers.clone(),
+                    index,
+                    end,
+                    span: span.clone(),
+                };
+                shared += u64::from(state.register(key, waiter, true));
+            }
+            inner.shared.inc_by(shared);
+            inner.take_batches(&mut state, false)
+        };
+        self.start(starts);
+
+        let mut outcomes: Vec<Option<Outcome<V>>> = (0..keys.len()).map(|_| None).collect();
+        let mut retried = vec![false; keys.len()];
+        let mut left = keys.len();
+        let waited = tokio::time::timeout_at(end, async {
+            while left > 0 {
+                let Some((index, outcome)) = received.recv().await else {
+                    break;
+                };
+                // A call this reader joined ran out of its time before this reader's own
+                // deadline: the key goes again, in a call of this reader's deadline.
+                if let Err(UpstreamError {
+                    failure: UpstreamFailure::Timeout,
+                    ..
+                }) = &outcome
+                    && !retried[index]
+                    && Instant::now() < end
+                {
+                    retried[index] = true;
+                    let waiter = Waiter {
+                        answers: answers.clone(),
+                        index,
+                        end,
+                        span: span.clone(),
+                    };
+                    let starts = {
+                        let mut state = inner.lock();
+                        state.register(&keys[index], waiter, false);
+                        inner.take_batches(&mut state, false)
+                    };
+                    self.start(starts);
+                    continue;
+                }
+                if outcomes[index].replace(outcome).is_none() {
+                    left -= 1;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            return Err(UpstreamError::new(inner.service, UpstreamFailure::Timeout));
+        }
+        for (key, outcome) in keys.into_iter().zip(outcomes) {
+            match outcome {
+                Some(Ok(Some(value))) => found.push((key, value)),
+                Some(Ok(None)) => {}
+                Some(Err(error)) => return Err(error),
+                None => {
+                    return Err(UpstreamError::new(
+                        inner.service,
+                        UpstreamFailure::Status(Status::internal(
+                            "a coalesced call ended without an answer",
+                        )),
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The values of `keys`, as [`Read::get`] without the keys.
+    pub async fn values(&self, keys: Vec<K>, deadline: Deadline) -> Result<Vec<V>, UpstreamError> {
+        Ok(self
+            .get(keys, deadline)
+            .await?
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect())
+    }
+
+    fn start(&self, starts: Vec<Start<K>>) {
+        for start in starts {
+            match start {
+                Start::Call(batch) => self.spawn(batch),
+                Start::Window(at) => self.window_timer(at),
+            }
+        }
+    }
+
+    /// Makes one call on its own task, so that no reader's cancellation cancels it, then
+    /// answers its readers and starts the calls the queue is ready for.
+    fn spawn(&self, batch: Batch<K>) {
+        let read = self.clone();
+        let span = (*batch.span).clone();
+        let task = async move {
+            let inner = &read.inner;
+            let load = (inner.load)(batch.keys.clone(), Deadline::at(batch.end));
+            // A call that panics fails its readers instead of leaving them and the method's
+            // place in flight behind.
+            let loaded = match tokio::spawn(load.in_current_span()).await {
+                Ok(loaded) => loaded,
+                Err(_) => Err(UpstreamError::new(
+                    inner.service,
+                    UpstreamFailure::Status(Status::internal("a coalesced call failed")),
+                )),
+            };
+            let next = inner.complete(batch, loaded);
+            read.start(next);
+        };
+        tokio::spawn(task.instrument(span));
+    }
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K, V>> {
+        // A panic while the lock is held cannot leave the state half written in a way that
+        // matters more than stopping every read of the method.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The calls to start now: while fewer than `max_in_flight` are in flight and keys queue,
+    /// one call of up to `max_batch` keys each. A window holds the first call back unless the
+    /// queue fills a batch, `after_window` says it has waited, or a call just ended.
+    fn take_batches(&self, state: &mut State<K, V>, after_window: bool) -> Vec<Start<K>> {
+        let mut batches = Vec::new();
+        while state.calls_in_flight < self.max_in_flight && !state.queue.is_empty() {
+            if !self.window.is_zero()
+                && !after_window
+                && state.calls_in_flight == 0
+                && state.queue.len() < self.max_batch
+            {
+                if !state.window_pending {
+                    state.window_pending = true;
+                    batches.push(Start::Window(Instant::now() + self.window));
+                }
+                break;
+            }
+            let take = state.queue.len().min(self.max_batch);
+            let rest = state.queue.split_off(take);
+            let candidates = std::mem::replace(&mut state.queue, rest);
+            let call = state.next_call;
+            state.next_call += 1;
+            let mut keys = Vec::with_capacity(candidates.len());
+            let mut end: Option<Instant> = None;
+            let mut span = None;
+            for key in candidates {
+                let Some(waiters) = state.queued.remove(&key) else {
+                    continue;
+                };
+                // Readers that went away need nothing.
+                let waiters: Vec<_> = waiters
+                    .into_iter()
+                    .filter(|waiter| !waiter.answers.is_closed())
+                    .collect();
+                let Some(latest) = waiters.iter().map(|waiter| waiter.end).max() else {
+                    continue;
+                };
+                end = Some(end.map_or(latest, |end| end.max(latest)));
+                span.get_or_insert_with(|| waiters[0].span.clone());
+                state
+                    .in_flight
+                    .entry(key.clone())
+                    .or_default()
+                    .push(Flight { call, waiters });
+                keys.push(key);
+            }
+            let (Some(end), Some(span)) = (end, span) else {
+                continue;
+            };
+            self.fetched.inc_by(keys.len() as u64);
+            state.calls_in_flight += 1;
+            batches.push(Start::Call(Batch {
+                call,
+                keys,
+                end,
+                span,
+            }));
+        }
+        batches
+    }
+
+    /// Answers the readers of a call that ended, and takes the calls the queue is ready for.
+    fn complete(&self, batch: Batch<K>, loaded: Loaded<K, V>) -> Vec<Start<K>> {
+        let mut values: HashMap<K, V> = HashMap::new();
+        let failure = match loaded {
+            Ok(found) => {
+                if let Some(cache) = &self.cache {
+                    for (key, value) in &found {
+                        cache.insert(key.clone(), value.clone());
+                    }
+                }
+                values.extend(found);
+                None
+            }
+            Err(error) => Some(error),
+        };
+        let mut state = self.lock();
+        state.calls_in_flight -= 1;
+        for key in batch.keys {
+            let Some(flights) = state.in_flight.get_mut(&key) else {
+                continue;
+            };
+            let Some(at) = flights.iter().position(|flight| flight.call == batch.call) else {
+                continue;
+            };
+            let flight = flights.swap_remove(at);
+            if flights.is_empty() {
+                state.in_flight.remove(&key);
+            }
+            let value = values.get(&key);
+            for waiter in flight.waiters {
+                let outcome = match &failure {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(value.cloned()),
+                };
+                // A reader that went away takes no answer.
+                let _ = waiter.answers.send((waiter.index, outcome));
+            }
+        }
+        self.take_batches(&mut state, true)
+    }
+}
+
+impl<K, V> Read<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Runs the window's timer: when it ends, the queue goes out.
+    fn window_timer(&self, at: Instant) {
+        let read = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let starts = {
+                let mut state = read.inner.lock();
+                state.window_pending = false;
+                read.inner.take_batches(&mut state, true)
+            };
+            read.start(starts);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
