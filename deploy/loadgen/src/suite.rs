@@ -315,28 +315,11 @@ impl Runner<'_> {
         first: Side<'_>,
         second: Side<'_>,
     ) -> anyhow::Result<Vec<(Phase, Phase)>> {
-        let rounds = self.alternate_all(load, &[first, second]).await?;
-        Ok(rounds
-            .into_iter()
-            .map(|round| {
-                let [a, b] = <[Phase; 2]>::try_from(round).expect("one phase per side");
-                (a, b)
-            })
-            .collect())
-    }
-
-    /// [`Runner::alternate`] over any number of sides: every round runs each side once, in
-    /// order; the result holds one phase per side for every round.
-    async fn alternate_all(
-        &mut self,
-        load: Load,
-        sides: &[Side<'_>],
-    ) -> anyhow::Result<Vec<Vec<Phase>>> {
         let rounds = self.options.rounds.max(1);
-        let mut all = Vec::with_capacity(rounds);
+        let mut pairs = Vec::with_capacity(rounds);
         for round in 1..=rounds {
-            let mut phases = Vec::with_capacity(sides.len());
-            for side in sides {
+            let mut phases = Vec::with_capacity(2);
+            for side in [first, second] {
                 phases.push(
                     self.phase(
                         &round_name(side.name, round, rounds),
@@ -348,9 +331,10 @@ impl Runner<'_> {
                     .await?,
                 );
             }
-            all.push(phases);
+            let [a, b] = <[Phase; 2]>::try_from(phases).expect("one phase per side");
+            pairs.push((a, b));
         }
-        Ok(all)
+        Ok(pairs)
     }
 
     /// Switches the consumer gateway's coalescing of upstream calls (`[fanout] coalesce`) by
@@ -1307,7 +1291,7 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
             .collect();
         targets.push(TargetCheck {
             target: format!(
-                "gateway CPU per request, BatchGetTracks of 100 against one GetTrack, whole view, {} callers: ≤ 3 ×",
+                "gateway CPU per request, BatchGetTracks of 100 against one GetTrack, whole view, {} callers, coalescing on (the default): ≤ 3 ×",
                 options.concurrency
             ),
             figure: if rounds.len() == 1 {
