@@ -73,7 +73,7 @@ impl CountsStore {
             query = query.bind(id.clone());
         }
         let mut found = HashMap::new();
-        for row in query.fetch_all(&self.db.pool).await? {
+        for row in self.db.fetch_all(query).await? {
             let id: String = row.try_get("track_id")?;
             found.insert(
                 id,
@@ -112,7 +112,7 @@ impl CountsStore {
             query = query.bind(id.clone());
         }
         let mut found = HashMap::new();
-        for row in query.fetch_all(&self.db.pool).await? {
+        for row in self.db.fetch_all(query).await? {
             let id: String = row.try_get("user_id")?;
             found.insert(
                 id,

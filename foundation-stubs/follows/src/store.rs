@@ -110,8 +110,9 @@ impl FollowsStore {
         for id in followees {
             query = query.bind(id.clone());
         }
-        let found = query
-            .fetch_all(&self.db.pool)
+        let found = self
+            .db
+            .fetch_all(query)
             .await?
             .iter()
             .map(|row| row.try_get("followee_id"))

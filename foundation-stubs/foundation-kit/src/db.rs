@@ -2,22 +2,34 @@
 //! SQLite (a file, or memory) and on PostgreSQL. Portability rules for the SQL in this repo:
 //! `$1` placeholders, `ON CONFLICT` upserts, BIGINT for integers, booleans and times
 //! (microseconds since the epoch), TEXT, and BYTEA for bytes (SQLite stores it as a BLOB).
+//!
+//! Writes and transactions take their connections from sqlx's pool; reads of one statement,
+//! the bulk of the traffic, go through [`Database::fetch_all`] on connections kept apart, which
+//! spare each read the pool's tests of its connection.
 
-use std::{borrow::Cow, str::FromStr, time::Duration};
+use std::{
+    borrow::Cow,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{
-    AnyPool, Executor, SqlSafeStr,
-    any::AnyPoolOptions,
+    AnyConnection, AnyPool, Connection, Executor, SqlSafeStr,
+    any::{Any, AnyArguments, AnyPoolOptions, AnyRow},
     migrate::{Migration, MigrationType, Migrator},
+    query::Query,
 };
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite::memory:`, `sqlite://path/to/file.db`, or `postgres://user:pass@host/db`.
     pub url: String,
-    /// Pool size. An in-memory SQLite database always uses one connection: its connections
+    /// Pool size, and as many again for single-statement reads ([`Database::fetch_all`]). An
+    /// in-memory SQLite database always uses one connection for everything: its connections
     /// share one cache, where concurrent writers would lock each other out.
     pub max_connections: u32,
 }
@@ -42,6 +54,12 @@ impl FromStr for Backend {
     }
 }
 
+/// How long a call waits for a connection before it fails with `PoolTimedOut`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a PostgreSQL connection may sit idle in the pool before it is pinged on its way out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// One embedded migration.
 #[derive(Debug, Clone, Copy)]
 pub struct MigrationScript {
@@ -54,10 +72,74 @@ pub struct MigrationScript {
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The connections of single-statement reads, or `None` for an in-memory SQLite database,
+    /// whose reads share the pool's one connection.
+    readers: Option<Arc<Readers>>,
     /// For an in-memory SQLite database: a connection that is never used, so the database
     /// lives as long as this value even when the pool replaces its own connection (an
     /// in-memory database ends with its last connection).
     _keeper: Option<AnyPool>,
+}
+
+/// Connections kept apart from the pool for reads of one statement, the hot path of every
+/// service. sqlx's pool pings a connection each time it goes back (a round trip to the
+/// connection's worker thread for SQLite, to the server for PostgreSQL), which costs as much
+/// CPU as a small read itself. A read of one statement leaves nothing to clean up when it
+/// succeeds, so its connection goes back as it is; one whose read failed or was cancelled
+/// halfway is closed instead, and a new one is opened when needed.
+#[derive(Debug)]
+struct Readers {
+    url: String,
+    backend: Backend,
+    permits: Semaphore,
+    idle: Mutex<Vec<(AnyConnection, Instant)>>,
+}
+
+impl Readers {
+    async fn open(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut connection = AnyConnection::connect(&self.url).await?;
+        if self.backend == Backend::Sqlite {
+            sqlite_settings(&mut connection).await?;
+        }
+        Ok(connection)
+    }
+
+    /// An idle connection (pinged first when it has been idle a while on PostgreSQL), or a
+    /// new one.
+    async fn take(&self) -> Result<AnyConnection, sqlx::Error> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let Some((mut connection, since)) = idle else {
+                return self.open().await;
+            };
+            if self.backend == Backend::Sqlite || since.elapsed() < IDLE_BEFORE_PING {
+                return Ok(connection);
+            }
+            if connection.ping().await.is_ok() {
+                return Ok(connection);
+            }
+            // The server or the network dropped it while it was idle: try the next one.
+        }
+    }
+
+    fn give_back(&self, connection: AnyConnection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((connection, Instant::now()));
+    }
+}
+
+/// The session settings of every SQLite connection.
+async fn sqlite_settings(connection: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    connection.execute("PRAGMA busy_timeout = 5000").await?;
+    connection.execute("PRAGMA journal_mode = WAL").await?;
+    connection.execute("PRAGMA synchronous = NORMAL").await?;
+    Ok(())
 }
 
 impl Database {
@@ -72,7 +154,23 @@ impl Database {
             .parse()
             .map_err(|reason: String| sqlx::Error::Configuration(reason.into()))?;
         let in_memory = backend == Backend::Sqlite && settings.url.contains(":memory:");
-        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        // A connection is pinged when it goes back to the pool (sqlx always does that), so
+        // pinging it again when it comes out costs a round trip per query and finds nothing:
+        // only a PostgreSQL connection idle for a while, which the server or the network may
+        // have dropped since, is tested before use.
+        let mut options = AnyPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false);
+        if backend == Backend::Postgres {
+            options = options.before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
+        }
         options = if in_memory {
             options
                 .max_connections(1)
@@ -83,14 +181,7 @@ impl Database {
             options.max_connections(settings.max_connections.max(1))
         };
         if backend == Backend::Sqlite {
-            options = options.after_connect(|connection, _| {
-                Box::pin(async move {
-                    connection.execute("PRAGMA busy_timeout = 5000").await?;
-                    connection.execute("PRAGMA journal_mode = WAL").await?;
-                    connection.execute("PRAGMA synchronous = NORMAL").await?;
-                    Ok(())
-                })
-            });
+            options = options.after_connect(|connection, _| Box::pin(sqlite_settings(connection)));
         }
         let url = if in_memory {
             // A named, shared-cache memory database, so that the keeper and the pool's
@@ -137,11 +228,48 @@ impl Database {
             ..Migrator::DEFAULT
         };
         migrator.run(&pool).await?;
+        let readers = (!in_memory).then(|| {
+            Arc::new(Readers {
+                url,
+                backend,
+                permits: Semaphore::new(settings.max_connections.max(1) as usize),
+                idle: Mutex::new(Vec::new()),
+            })
+        });
         Ok(Self {
             pool,
             backend,
+            readers,
             _keeper: keeper,
         })
+    }
+
+    /// Runs a query of one statement outside a transaction and returns its rows; reads go
+    /// through here rather than through the pool (see [`Readers`]).
+    pub async fn fetch_all<'q>(
+        &self,
+        query: Query<'q, Any, AnyArguments>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let Some(readers) = &self.readers else {
+            return query.fetch_all(&self.pool).await;
+        };
+        let _permit = tokio::time::timeout(ACQUIRE_TIMEOUT, readers.permits.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let mut connection = readers.take().await?;
+        // Cancelled before this returns, the connection is dropped, and so closed.
+        let rows = query.fetch_all(&mut connection).await?;
+        readers.give_back(connection);
+        Ok(rows)
+    }
+
+    /// [`Database::fetch_all`] for a query of at most one row.
+    pub async fn fetch_optional<'q>(
+        &self,
+        query: Query<'q, Any, AnyArguments>,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
+        Ok(self.fetch_all(query).await?.into_iter().next())
     }
 }
 
@@ -216,5 +344,118 @@ mod tests {
             .try_get("n")
             .unwrap();
         assert_eq!(n, 42);
+    }
+
+    fn idle_readers(db: &Database) -> usize {
+        db.readers
+            .as_ref()
+            .expect("a database with read connections")
+            .idle
+            .lock()
+            .unwrap()
+            .len()
+    }
+
+    async fn count(db: &Database) -> i64 {
+        db.fetch_all(sqlx::query("SELECT COUNT(*) AS n FROM kept"))
+            .await
+            .unwrap()[0]
+            .try_get("n")
+            .unwrap()
+    }
+
+    /// Reads run on connections of their own, which go back for the next read once they
+    /// succeed, and see every write committed through the pool before they start.
+    async fn reads_reuse_their_connection_and_see_committed_writes(settings: &DatabaseSettings) {
+        let db = Database::connect(settings, &[]).await.unwrap();
+        sqlx::query("CREATE TABLE kept (n BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count(&db).await, 0);
+        for n in 1..=3 {
+            sqlx::query("INSERT INTO kept (n) VALUES ($1)")
+                .bind(n)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(count(&db).await, n);
+            assert_eq!(
+                idle_readers(&db),
+                1,
+                "one connection serves reads one at a time"
+            );
+        }
+        let row = db
+            .fetch_optional(sqlx::query("SELECT n FROM kept WHERE n = $1").bind(2_i64))
+            .await
+            .unwrap()
+            .expect("the row");
+        assert_eq!(row.try_get::<i64, _>("n").unwrap(), 2);
+        assert!(
+            db.fetch_optional(sqlx::query("SELECT n FROM kept WHERE n = $1").bind(9_i64))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A read that fails closes its connection instead of handing it to the next read,
+        // which opens a new one and succeeds.
+        let failed = db.fetch_all(sqlx::query("SELECT n FROM missing")).await;
+        assert!(
+            matches!(failed, Err(sqlx::Error::Database(_))),
+            "a read of a missing table fails"
+        );
+        assert_eq!(idle_readers(&db), 0);
+        assert_eq!(count(&db).await, 3);
+        assert_eq!(idle_readers(&db), 1);
+
+        // So does one cancelled before it finished (a read long enough to be cut off).
+        let mut read = Box::pin(db.fetch_all(sqlx::query(
+            "WITH RECURSIVE c (x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)
+             SELECT COUNT(*) AS n FROM c",
+        )));
+        let waker = std::task::Waker::noop();
+        let polled = read
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
+        assert!(polled.is_pending(), "the read waits for its rows");
+        drop(read);
+        assert_eq!(idle_readers(&db), 0);
+        assert_eq!(count(&db).await, 3);
+        assert_eq!(idle_readers(&db), 1);
+    }
+
+    #[tokio::test]
+    async fn reads_on_a_sqlite_file_reuse_their_connection_and_see_committed_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("reads.db").display()),
+            max_connections: 2,
+        };
+        reads_reuse_their_connection_and_see_committed_writes(&settings).await;
+    }
+
+    #[tokio::test]
+    async fn reads_on_postgres_reuse_their_connection_and_see_committed_writes() {
+        if let Some(settings) = testing::postgres("the read connections test").await {
+            reads_reuse_their_connection_and_see_committed_writes(&settings).await;
+        }
+    }
+
+    /// An in-memory database has one connection, which reads share with the pool.
+    #[tokio::test]
+    async fn reads_of_an_in_memory_database_go_through_the_pool() {
+        let db = Database::connect(&testing::sqlite(), &[]).await.unwrap();
+        assert!(db.readers.is_none());
+        sqlx::query("CREATE TABLE kept (n BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO kept (n) VALUES (7)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count(&db).await, 1);
     }
 }

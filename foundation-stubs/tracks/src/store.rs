@@ -264,10 +264,8 @@ impl TracksStore {
 
     pub async fn get(&self, id: &str) -> Result<Option<Track>, FoundationError> {
         let sql = format!("SELECT {COLUMNS} FROM tracks WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.to_owned())
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_owned());
+        let row = self.db.fetch_optional(query).await?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -287,8 +285,8 @@ impl TracksStore {
         for id in ids {
             query = query.bind(id.clone());
         }
-        query
-            .fetch_all(&self.db.pool)
+        self.db
+            .fetch_all(query)
             .await?
             .iter()
             .map(|row| from_row(row).map(|track| (track.id.clone(), track)))
