@@ -87,9 +87,14 @@ async fn every_scenario_runs_and_makes_the_planned_upstream_calls() {
     let batch_target = outcome
         .targets
         .iter()
-        .find(|target| target.target.contains("as many upstream calls"))
+        .find(|target| target.target.contains("planned upstream calls per request"))
         .expect("the batch target is checked");
     assert!(batch_target.met, "{batch_target:?}");
+    // Without coalescing, a batch of 100 makes exactly the calls of one track.
+    assert_eq!(
+        calls("consumer.batch_get.100"),
+        calls("consumer.get_track.full")
+    );
 
     // The realistic workload: every count of callers of the quick run, both views, coalescing
     // on and off (the same gateway here: it cannot restart in this process).

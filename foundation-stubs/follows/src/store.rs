@@ -140,8 +140,9 @@ impl FollowsStore {
         for (follower, followee) in pairs {
             query = query.bind(follower.clone()).bind(followee.clone());
         }
-        let found = query
-            .fetch_all(&self.db.pool)
+        let found = self
+            .db
+            .fetch_all(query)
             .await?
             .iter()
             .map(|row| Ok((row.try_get("follower_id")?, row.try_get("followee_id")?)))

@@ -184,7 +184,7 @@ impl LikesStore {
         }
         let mut liked = HashSet::new();
         let mut reposted = HashSet::new();
-        for row in query.fetch_all(&self.db.pool).await? {
+        for row in self.db.fetch_all(query).await? {
             let pair: (String, String) = (row.try_get("user_id")?, row.try_get("track_id")?);
             let kind: String = row.try_get("kind")?;
             if kind == ReactionKind::Like.as_str() {

@@ -26,7 +26,7 @@
 //! is then its own call, as it is without this module.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::hash_map::Entry,
     fmt,
     future::Future,
     hash::Hash,
@@ -40,6 +40,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
 use tracing::Instrument;
@@ -112,6 +113,13 @@ pub type Loaded<K, V> = Result<Vec<(K, V)>, UpstreamError>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// The readers' maps hash with foldhash: their keys are ids, not caller-chosen secrets that
+/// need SipHash's flooding resistance more than the random seed foldhash keeps.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The readers of one key: almost always one.
+type Waiters<V> = SmallVec<[Waiter<V>; 1]>;
+
 /// One call of a method for a batch of keys, within a deadline.
 pub type Loader<K, V> = Arc<dyn Fn(Vec<K>, Deadline) -> BoxFuture<Loaded<K, V>> + Send + Sync>;
 
@@ -170,7 +178,7 @@ impl Fanout {
             moka::sync::Cache::builder()
                 .max_capacity(settings.counts_cache.max_entries)
                 .time_to_live(Duration::from_millis(settings.counts_cache.ttl_ms))
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         let counter = |source| {
             self.keys
@@ -234,7 +242,7 @@ struct Waiter<V> {
 /// A call in flight: its number and its readers.
 struct Flight<V> {
     call: u64,
-    waiters: Vec<Waiter<V>>,
+    waiters: Waiters<V>,
 }
 
 struct State<K, V> {
@@ -242,10 +250,10 @@ struct State<K, V> {
     next_call: u64,
     /// Keys waiting for the next call, in the order they came.
     queue: Vec<K>,
-    queued: HashMap<K, Vec<Waiter<V>>>,
+    queued: HashMap<K, Waiters<V>>,
     /// A key can be in more than one call: a reader whose joined call ran out of time before
     /// the reader's deadline queues the key again.
-    in_flight: HashMap<K, Vec<Flight<V>>>,
+    in_flight: HashMap<K, SmallVec<[Flight<V>; 1]>>,
     /// A call is held back by `window` and will take the queue when the window ends.
     window_pending: bool,
 }
@@ -265,7 +273,7 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
                 true
             }
             Entry::Vacant(slot) => {
-                slot.insert(vec![waiter]);
+                slot.insert(smallvec::smallvec![waiter]);
                 self.queue.push(key.clone());
                 false
             }
@@ -279,8 +287,8 @@ impl<K, V> Default for State<K, V> {
             calls_in_flight: 0,
             next_call: 0,
             queue: Vec::new(),
-            queued: HashMap::new(),
-            in_flight: HashMap::new(),
+            queued: HashMap::default(),
+            in_flight: HashMap::default(),
             window_pending: false,
         }
     }
@@ -294,7 +302,7 @@ struct Inner<K, V> {
     max_batch: usize,
     window: Duration,
     load: Loader<K, V>,
-    cache: Option<moka::sync::Cache<K, V>>,
+    cache: Option<moka::sync::Cache<K, V, foldhash::fast::RandomState>>,
     state: Mutex<State<K, V>>,
     from_cache: Counter,
     shared: Counter,
@@ -517,7 +525,7 @@ where
                     continue;
                 };
                 // Readers that went away need nothing.
-                let waiters: Vec<_> = waiters
+                let waiters: Waiters<V> = waiters
                     .into_iter()
                     .filter(|waiter| !waiter.answers.is_closed())
                     .collect();
@@ -550,7 +558,7 @@ where
 
     /// Answers the readers of a call that ended, and takes the calls the queue is ready for.
     fn complete(&self, batch: Batch<K>, loaded: Loaded<K, V>) -> Vec<Start<K>> {
-        let mut values: HashMap<K, V> = HashMap::new();
+        let mut values: HashMap<K, V> = HashMap::default();
         let failure = match loaded {
             Ok(found) => {
                 if let Some(cache) = &self.cache {
@@ -576,11 +584,14 @@ where
             if flights.is_empty() {
                 state.in_flight.remove(&key);
             }
-            let value = values.get(&key);
-            for waiter in flight.waiters {
+            // Each key's value is cloned for all its readers but the last, which takes it.
+            let mut value = values.remove(&key);
+            let mut waiters = flight.waiters.into_iter().peekable();
+            while let Some(waiter) = waiters.next() {
                 let outcome = match &failure {
                     Some(error) => Err(error.clone()),
-                    None => Ok(value.cloned()),
+                    None if waiters.peek().is_some() => Ok(value.clone()),
+                    None => Ok(value.take()),
                 };
                 // A reader that went away takes no answer.
                 let _ = waiter.answers.send((waiter.index, outcome));
