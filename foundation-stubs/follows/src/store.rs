@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foundation_kit::{
     Database,
-    db::placeholders,
+    db::{pair_placeholders, placeholders},
     outbox::{self, Relay},
     page::{self, Cursor},
     seed::Seed,
@@ -129,10 +129,7 @@ impl FollowsStore {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let values = (0..pairs.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = pair_placeholders(pairs.len());
         let sql = format!(
             "SELECT follower_id, followee_id FROM follows WHERE (follower_id, followee_id) IN (VALUES {values})"
         );

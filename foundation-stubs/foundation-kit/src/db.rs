@@ -317,6 +317,15 @@ pub fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `($1, $2), ($3, $4), …` for `n` pairs, to build a `(a, b) IN (VALUES …)` list of bound
+/// pairs.
+pub fn pair_placeholders(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use sqlx::Row;

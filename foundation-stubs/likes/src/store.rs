@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use foundation_kit::{
     Database,
-    db::placeholders,
+    db::{pair_placeholders, placeholders},
     outbox::{self, Relay},
     page::{self, Cursor},
     seed::Seed,
@@ -171,10 +171,7 @@ impl LikesStore {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let values = (0..pairs.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = pair_placeholders(pairs.len());
         let sql = format!(
             "SELECT user_id, track_id, kind FROM reactions WHERE (user_id, track_id) IN (VALUES {values})"
         );
