@@ -13,7 +13,7 @@
 //!   the owner), and only foundation data is shared: authorization, masks and trimming stay per
 //!   request, after the read.
 //! - **Counts cache.** The counters (track and user counts), which are eventually consistent
-//!   by design, are kept for `fanout.counts_cache.ttl_ms` in a bounded cache (moka): a counter
+//!   by design, are kept for `fanout.counts_cache.ttl_ms` in a bounded cache (quick_cache): a counter
 //!   a gateway serves is at most that much older than the foundation's. Nothing that
 //!   authorization reads, and no viewer relation, is ever cached.
 //!
@@ -35,6 +35,7 @@ use std::{
     time::Duration,
 };
 
+use futures::FutureExt as _;
 use prometheus_client::{
     encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family,
     registry::Registry,
@@ -175,10 +176,14 @@ impl Fanout {
     {
         let settings = &self.settings;
         let cache = (settings.coalesce && cached && settings.counts_cache.ttl_ms > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(settings.counts_cache.max_entries)
-                .time_to_live(Duration::from_millis(settings.counts_cache.ttl_ms))
-                .build_with_hasher(foldhash::fast::RandomState::default())
+            let entries = usize::try_from(settings.counts_cache.max_entries).unwrap_or(usize::MAX);
+            Cache::with(
+                entries,
+                settings.counts_cache.max_entries,
+                quick_cache::UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            )
         });
         let counter = |source| {
             self.keys
@@ -195,6 +200,7 @@ impl Fanout {
                 window: Duration::from_micros(settings.window_us),
                 load,
                 cache,
+                ttl: Duration::from_millis(settings.counts_cache.ttl_ms),
                 state: Mutex::new(State::default()),
                 from_cache: counter("cache"),
                 shared: counter("shared"),
@@ -229,14 +235,22 @@ impl<K, V> fmt::Debug for Read<K, V> {
 /// A key's answer, as a reader gets it: its value, none, or the failure of its call.
 type Outcome<V> = Result<Option<V>, UpstreamError>;
 
-/// A reader waiting for one key: where its answer goes, at which place of its keys, and when
-/// the reader stops waiting.
-struct Waiter<V> {
-    answers: mpsc::UnboundedSender<(usize, Outcome<V>)>,
-    index: usize,
+/// The answers one call has for one reader, each at its place among the reader's keys: a
+/// reader gets one message per call, not one per key.
+type Answers<V> = Vec<(usize, Outcome<V>)>;
+
+/// One reader, shared by its waiters: where its answers go, when it stops waiting, and its
+/// span (a call is traced in the trace of its first reader).
+struct Reader<V> {
+    answers: mpsc::UnboundedSender<Answers<V>>,
     end: Instant,
-    /// The reader's span: a call is traced in the trace of its first reader.
-    span: Arc<tracing::Span>,
+    span: tracing::Span,
+}
+
+/// A reader waiting for one key, at which place of its keys.
+struct Waiter<V> {
+    reader: Arc<Reader<V>>,
+    index: usize,
 }
 
 /// A call in flight: its number and its readers.
@@ -244,6 +258,14 @@ struct Flight<V> {
     call: u64,
     waiters: Waiters<V>,
 }
+
+/// The cached counters, each with when it was fetched.
+type Cache<K, V> = quick_cache::sync::Cache<
+    K,
+    (V, Instant),
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
 
 struct State<K, V> {
     calls_in_flight: usize,
@@ -279,6 +301,20 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
             }
         }
     }
+
+    /// The readers of `key` in call `call`, taken out of the calls in flight.
+    fn take_flight(&mut self, key: &K, call: u64) -> Option<Flight<V>> {
+        // One lookup in the usual case, where the key is in this call alone.
+        let (key, mut flights) = self.in_flight.remove_entry(key)?;
+        let flight = flights
+            .iter()
+            .position(|flight| flight.call == call)
+            .map(|at| flights.swap_remove(at));
+        if !flights.is_empty() {
+            self.in_flight.insert(key, flights);
+        }
+        flight
+    }
 }
 
 impl<K, V> Default for State<K, V> {
@@ -302,7 +338,9 @@ struct Inner<K, V> {
     max_batch: usize,
     window: Duration,
     load: Loader<K, V>,
-    cache: Option<moka::sync::Cache<K, V, foldhash::fast::RandomState>>,
+    cache: Option<Cache<K, V>>,
+    /// How long a cached counter is served.
+    ttl: Duration,
     state: Mutex<State<K, V>>,
     from_cache: Counter,
     shared: Counter,
@@ -314,13 +352,57 @@ struct Batch<K> {
     call: u64,
     keys: Vec<K>,
     end: Instant,
-    span: Arc<tracing::Span>,
+    span: tracing::Span,
 }
 
 /// What the queue is ready for: a call, or a window's wait before one.
 enum Start<K> {
     Call(Batch<K>),
     Window(Instant),
+}
+
+/// The answers of a call that ended, gathered per reader while the state is locked and sent
+/// after: the waiters of one reader's keys come one after another, so a reader's answers
+/// gather in one message (a key shared with other readers may start another).
+struct Replies<V> {
+    replies: Vec<(Arc<Reader<V>>, Answers<V>)>,
+}
+
+impl<V: Clone> Replies<V> {
+    fn new() -> Self {
+        Self {
+            replies: Vec::new(),
+        }
+    }
+
+    /// The outcome of one key for each of its waiters; the last takes it, the others get
+    /// clones.
+    fn answer(&mut self, waiters: Waiters<V>, outcome: Outcome<V>) {
+        let mut outcome = Some(outcome);
+        let mut waiters = waiters.into_iter().peekable();
+        while let Some(waiter) = waiters.next() {
+            let outcome = if waiters.peek().is_some() {
+                outcome.clone().expect("taken by the last waiter only")
+            } else {
+                outcome.take().expect("taken by the last waiter only")
+            };
+            match self.replies.last_mut() {
+                Some((reader, answers)) if Arc::ptr_eq(reader, &waiter.reader) => {
+                    answers.push((waiter.index, outcome));
+                }
+                _ => self
+                    .replies
+                    .push((waiter.reader, vec![(waiter.index, outcome)])),
+            }
+        }
+    }
+
+    fn send(self) {
+        for (reader, answers) in self.replies {
+            // A reader that went away takes no answer.
+            let _ = reader.answers.send(answers);
+        }
+    }
 }
 
 impl<K, V> Read<K, V>
@@ -344,10 +426,13 @@ where
             None => keys,
             Some(cache) => {
                 let mut missing = Vec::with_capacity(keys.len());
+                let now = Instant::now();
                 for key in keys {
                     match cache.get(&key) {
-                        Some(value) => found.push((key, value)),
-                        None => missing.push(key),
+                        Some((value, fetched)) if now.duration_since(fetched) < inner.ttl => {
+                            found.push((key, value));
+                        }
+                        _ => missing.push(key),
                     }
                 }
                 inner.from_cache.inc_by(found.len() as u64);
@@ -362,21 +447,16 @@ where
             .map_or(inner.cap, |left| left.min(inner.cap));
         let end = Instant::now() + end;
         let (answers, mut received) = mpsc::unbounded_channel();
-        let span = Arc::new(tracing::Span::current());
+        let reader = Arc::new(Reader {
+            answers,
+            end,
+            span: tracing::Span::current(),
+        });
         let starts = {
             let mut state = inner.lock();
-            let mut shared = 0;
-            for (index, key) in keys.iter().enumerate() {
-                let waiter = Waiter {
-                    answers: answers.clone(),
-                    index,
-                    end,
-                    span: span.clone(),
-                };
-                shared += u64::from(state.register(key, waiter, true));
-            }
+            let (shared, starts) = inner.register_reader(&mut state, &keys, &reader);
             inner.shared.inc_by(shared);
-            inner.take_batches(&mut state, false)
+            starts
         };
         self.start(starts);
 
@@ -385,35 +465,35 @@ where
         let mut left = keys.len();
         let waited = tokio::time::timeout_at(end, async {
             while left > 0 {
-                let Some((index, outcome)) = received.recv().await else {
+                let Some(answers) = received.recv().await else {
                     break;
                 };
-                // A call this reader joined ran out of its time before this reader's own
-                // deadline: the key goes again, in a call of this reader's deadline.
-                if let Err(UpstreamError {
-                    failure: UpstreamFailure::Timeout,
-                    ..
-                }) = &outcome
-                    && !retried[index]
-                    && Instant::now() < end
-                {
-                    retried[index] = true;
-                    let waiter = Waiter {
-                        answers: answers.clone(),
-                        index,
-                        end,
-                        span: span.clone(),
-                    };
-                    let starts = {
-                        let mut state = inner.lock();
-                        state.register(&keys[index], waiter, false);
-                        inner.take_batches(&mut state, false)
-                    };
-                    self.start(starts);
-                    continue;
-                }
-                if outcomes[index].replace(outcome).is_none() {
-                    left -= 1;
+                for (index, outcome) in answers {
+                    // A call this reader joined ran out of its time before this reader's own
+                    // deadline: the key goes again, in a call of this reader's deadline.
+                    if let Err(UpstreamError {
+                        failure: UpstreamFailure::Timeout,
+                        ..
+                    }) = &outcome
+                        && !retried[index]
+                        && Instant::now() < end
+                    {
+                        retried[index] = true;
+                        let waiter = Waiter {
+                            reader: reader.clone(),
+                            index,
+                        };
+                        let starts = {
+                            let mut state = inner.lock();
+                            state.register(&keys[index], waiter, false);
+                            inner.take_batches(&mut state, false)
+                        };
+                        self.start(starts);
+                        continue;
+                    }
+                    if outcomes[index].replace(outcome).is_none() {
+                        left -= 1;
+                    }
                 }
             }
         })
@@ -462,13 +542,13 @@ where
     /// answers its readers and starts the calls the queue is ready for.
     fn spawn(&self, batch: Batch<K>) {
         let read = self.clone();
-        let span = (*batch.span).clone();
+        let span = batch.span.clone();
         let task = async move {
             let inner = &read.inner;
             let load = (inner.load)(batch.keys.clone(), Deadline::at(batch.end));
             // A call that panics fails its readers instead of leaving them and the method's
             // place in flight behind.
-            let loaded = match tokio::spawn(load.in_current_span()).await {
+            let loaded = match std::panic::AssertUnwindSafe(load).catch_unwind().await {
                 Ok(loaded) => loaded,
                 Err(_) => Err(UpstreamError::new(
                     inner.service,
@@ -493,6 +573,64 @@ where
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a reader of `keys`: the keys in flight are joined, the others go out at once
+    /// in a call of the reader's own when the method has room and nothing queues before them,
+    /// else they queue. The keys another reader asked for first, and the calls to start.
+    fn register_reader(
+        &self,
+        state: &mut State<K, V>,
+        keys: &[K],
+        reader: &Arc<Reader<V>>,
+    ) -> (u64, Vec<Start<K>>) {
+        let waiter = |index| Waiter {
+            reader: reader.clone(),
+            index,
+        };
+        let mut shared = 0;
+        let direct = state.queue.is_empty()
+            && state.calls_in_flight < self.max_in_flight
+            && self.window.is_zero()
+            && keys.len() <= self.max_batch;
+        if !direct {
+            for (index, key) in keys.iter().enumerate() {
+                shared += u64::from(state.register(key, waiter(index), true));
+            }
+            return (shared, self.take_batches(state, false));
+        }
+        // The reader's own call: what the queue would have sent at once, without queueing.
+        let call = state.next_call;
+        let mut own = Vec::with_capacity(keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            let flights = state.in_flight.entry(key.clone()).or_default();
+            match flights.last_mut() {
+                Some(flight) => {
+                    flight.waiters.push(waiter(index));
+                    shared += 1;
+                }
+                None => {
+                    flights.push(Flight {
+                        call,
+                        waiters: smallvec::smallvec![waiter(index)],
+                    });
+                    own.push(key.clone());
+                }
+            }
+        }
+        if own.is_empty() {
+            return (shared, Vec::new());
+        }
+        state.next_call += 1;
+        state.calls_in_flight += 1;
+        self.fetched.inc_by(own.len() as u64);
+        let batch = Batch {
+            call,
+            keys: own,
+            end: reader.end,
+            span: reader.span.clone(),
+        };
+        (shared, vec![Start::Call(batch)])
     }
 
     /// The calls to start now: while fewer than `max_in_flight` are in flight and keys queue,
@@ -527,13 +665,13 @@ where
                 // Readers that went away need nothing.
                 let waiters: Waiters<V> = waiters
                     .into_iter()
-                    .filter(|waiter| !waiter.answers.is_closed())
+                    .filter(|waiter| !waiter.reader.answers.is_closed())
                     .collect();
-                let Some(latest) = waiters.iter().map(|waiter| waiter.end).max() else {
+                let Some(latest) = waiters.iter().map(|waiter| waiter.reader.end).max() else {
                     continue;
                 };
                 end = Some(end.map_or(latest, |end| end.max(latest)));
-                span.get_or_insert_with(|| waiters[0].span.clone());
+                span.get_or_insert_with(|| waiters[0].reader.span.clone());
                 state
                     .in_flight
                     .entry(key.clone())
@@ -558,46 +696,42 @@ where
 
     /// Answers the readers of a call that ended, and takes the calls the queue is ready for.
     fn complete(&self, batch: Batch<K>, loaded: Loaded<K, V>) -> Vec<Start<K>> {
-        let mut values: HashMap<K, V> = HashMap::default();
-        let failure = match loaded {
-            Ok(found) => {
-                if let Some(cache) = &self.cache {
-                    for (key, value) in &found {
-                        cache.insert(key.clone(), value.clone());
-                    }
-                }
-                values.extend(found);
-                None
-            }
-            Err(error) => Some(error),
-        };
-        let mut state = self.lock();
-        state.calls_in_flight -= 1;
-        for key in batch.keys {
-            let Some(flights) = state.in_flight.get_mut(&key) else {
-                continue;
-            };
-            let Some(at) = flights.iter().position(|flight| flight.call == batch.call) else {
-                continue;
-            };
-            let flight = flights.swap_remove(at);
-            if flights.is_empty() {
-                state.in_flight.remove(&key);
-            }
-            // Each key's value is cloned for all its readers but the last, which takes it.
-            let mut value = values.remove(&key);
-            let mut waiters = flight.waiters.into_iter().peekable();
-            while let Some(waiter) = waiters.next() {
-                let outcome = match &failure {
-                    Some(error) => Err(error.clone()),
-                    None if waiters.peek().is_some() => Ok(value.clone()),
-                    None => Ok(value.take()),
-                };
-                // A reader that went away takes no answer.
-                let _ = waiter.answers.send((waiter.index, outcome));
+        if let (Some(cache), Ok(found)) = (&self.cache, &loaded) {
+            let now = Instant::now();
+            for (key, value) in found {
+                cache.insert(key.clone(), (value.clone(), now));
             }
         }
-        self.take_batches(&mut state, true)
+        let mut replies = Replies::new();
+        let next = {
+            let mut state = self.lock();
+            state.calls_in_flight -= 1;
+            match loaded {
+                Ok(found) => {
+                    for (key, value) in found {
+                        if let Some(flight) = state.take_flight(&key, batch.call) {
+                            replies.answer(flight.waiters, Ok(Some(value)));
+                        }
+                    }
+                    // The keys the foundation did not answer exist no more.
+                    for key in &batch.keys {
+                        if let Some(flight) = state.take_flight(key, batch.call) {
+                            replies.answer(flight.waiters, Ok(None));
+                        }
+                    }
+                }
+                Err(error) => {
+                    for key in &batch.keys {
+                        if let Some(flight) = state.take_flight(key, batch.call) {
+                            replies.answer(flight.waiters, Err(error.clone()));
+                        }
+                    }
+                }
+            }
+            self.take_batches(&mut state, true)
+        };
+        replies.send();
+        next
     }
 }
 

@@ -362,6 +362,30 @@ async fn the_counts_cache_serves_a_key_again_and_fetches_only_what_it_lacks() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cached_counter_is_served_for_its_time_to_live_and_fetched_again_after() {
+    let fake = Fake::new();
+    let (read, _registry) = read(&settings(1, 100), &fake, true);
+    let ttl = Duration::from_millis(FanoutSettings::default().counts_cache.ttl_ms);
+    fake.gate.add_permits(2);
+    read.get(vec![1], Deadline::none()).await.unwrap();
+    tokio::time::advance(ttl - Duration::from_millis(1)).await;
+    read.get(vec![1], Deadline::none()).await.unwrap();
+    assert_eq!(
+        fake.calls(),
+        [vec![1]],
+        "served from the cache within its time to live"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let found = read.get(vec![1], Deadline::none()).await.unwrap();
+    assert_eq!(found, [(1, 10)]);
+    assert_eq!(
+        fake.calls(),
+        [vec![1], vec![1]],
+        "fetched again once it expired"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_window_gathers_the_reads_that_arrive_within_it() {
     let fake = Fake::new();
     let settings = FanoutSettings {
