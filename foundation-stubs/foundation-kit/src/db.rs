@@ -5,7 +5,9 @@
 //!
 //! Writes and transactions take their connections from sqlx's pool; reads of one statement,
 //! the bulk of the traffic, go through [`Database::fetch_all`] on connections kept apart, which
-//! spare each read the pool's tests of its connection.
+//! spare each read the pool's tests of its connection. The hottest reads go through
+//! [`Database::read`], which on a SQLite file runs the statement inline on the calling thread
+//! (see [`InlineReaders`]).
 
 use std::{
     borrow::Cow,
@@ -75,6 +77,8 @@ pub struct Database {
     /// The connections of single-statement reads, or `None` for an in-memory SQLite database,
     /// whose reads share the pool's one connection.
     readers: Option<Arc<Readers>>,
+    /// For a SQLite file: the connections of [`Database::read`].
+    inline: Option<Arc<InlineReaders>>,
     /// For an in-memory SQLite database: a connection that is never used, so the database
     /// lives as long as this value even when the pool replaces its own connection (an
     /// in-memory database ends with its last connection).
@@ -140,6 +144,137 @@ async fn sqlite_settings(connection: &mut AnyConnection) -> Result<(), sqlx::Err
     connection.execute("PRAGMA journal_mode = WAL").await?;
     connection.execute("PRAGMA synchronous = NORMAL").await?;
     Ok(())
+}
+
+/// A parameter of a [`Database::read`].
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The columns of one row by name, whichever backend read it: what a store's row mapping
+/// reads, so that one mapping serves [`Database::read`] and sqlx's rows.
+pub trait Columns {
+    fn text(&self, name: &str) -> Result<String, sqlx::Error>;
+    fn int(&self, name: &str) -> Result<i64, sqlx::Error>;
+}
+
+impl Columns for AnyRow {
+    fn text(&self, name: &str) -> Result<String, sqlx::Error> {
+        sqlx::Row::try_get(self, name)
+    }
+
+    fn int(&self, name: &str) -> Result<i64, sqlx::Error> {
+        sqlx::Row::try_get(self, name)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String, sqlx::Error> {
+        self.get(name).map_err(sqlite_error)
+    }
+
+    fn int(&self, name: &str) -> Result<i64, sqlx::Error> {
+        self.get(name).map_err(sqlite_error)
+    }
+}
+
+/// A rusqlite error as the storage error the services map to statuses: a busy or locked
+/// database is transient (UNAVAILABLE), anything else a fault (INTERNAL).
+fn sqlite_error(error: rusqlite::Error) -> sqlx::Error {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            sqlx::Error::Io(std::io::Error::other(error))
+        }
+        _ => sqlx::Error::Protocol(format!("sqlite: {error}")),
+    }
+}
+
+/// Read-only SQLite connections that run a read inline, on the calling thread. sqlx runs every
+/// SQLite statement on a worker thread of its connection and sends each row back over a
+/// channel: for a read by primary key, the two hand-offs between threads (and their futex
+/// wake-ups) cost more CPU than the read itself. A read here is one prepared statement, cached
+/// per connection, over at most a batch of rows by key: tens of microseconds of the thread,
+/// less than the hand-offs took. At most one connection per thread that reads at once is
+/// open, so the runtime's threads bound them.
+#[derive(Debug)]
+struct InlineReaders {
+    path: String,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Statements cached per connection: the hot reads, with one IN list per batch size.
+const INLINE_STATEMENT_CACHE: usize = 256;
+
+impl InlineReaders {
+    /// The file of a `sqlite:` url, without its query.
+    fn new(url: &str) -> Self {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        Self {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.set_prepared_statement_cache_capacity(INLINE_STATEMENT_CACHE);
+        Ok(connection)
+    }
+
+    fn read<T, E: From<sqlx::Error>>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        map: impl Fn(&dyn Columns) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        let connection = self.take().map_err(sqlite_error)?;
+        let rows = Self::run(&connection, sql, params, &map);
+        // A statement that failed was reset when it dropped: the connection stays usable.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(connection);
+        rows.map_err(sqlite_error)?.into_iter().collect()
+    }
+
+    fn run<T, E>(
+        connection: &rusqlite::Connection,
+        sql: &str,
+        params: &[Param<'_>],
+        map: &impl Fn(&dyn Columns) -> Result<T, E>,
+    ) -> Result<Vec<Result<T, E>>, rusqlite::Error> {
+        let mut statement = connection.prepare_cached(sql)?;
+        for (index, param) in params.iter().enumerate() {
+            match *param {
+                Param::Text(text) => statement.raw_bind_parameter(index + 1, text)?,
+                Param::Int(int) => statement.raw_bind_parameter(index + 1, int)?,
+            }
+        }
+        let mut rows = statement.raw_query();
+        let mut mapped = Vec::new();
+        while let Some(row) = rows.next()? {
+            mapped.push(map(row));
+        }
+        Ok(mapped)
+    }
 }
 
 impl Database {
@@ -236,10 +371,13 @@ impl Database {
                 idle: Mutex::new(Vec::new()),
             })
         });
+        let inline = (backend == Backend::Sqlite && !in_memory)
+            .then(|| Arc::new(InlineReaders::new(&settings.url)));
         Ok(Self {
             pool,
             backend,
             readers,
+            inline,
             _keeper: keeper,
         })
     }
@@ -262,6 +400,32 @@ impl Database {
         let rows = query.fetch_all(&mut connection).await?;
         readers.give_back(connection);
         Ok(rows)
+    }
+
+    /// Runs a read of one statement, `sql` with `$1`… bound to `params` in order, and maps
+    /// each row with `map`: inline on a SQLite file (see [`InlineReaders`]), else through
+    /// [`Database::fetch_all`]. For the hot reads of few rows by key.
+    pub async fn read<T, E: From<sqlx::Error>>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        map: impl Fn(&dyn Columns) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        if let Some(inline) = &self.inline {
+            return inline.read(sql, params, map);
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+        for param in params {
+            query = match *param {
+                Param::Text(text) => query.bind(text.to_owned()),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        self.fetch_all(query)
+            .await?
+            .iter()
+            .map(|row| map(row))
+            .collect()
     }
 
     /// [`Database::fetch_all`] for a query of at most one row.
@@ -433,6 +597,95 @@ mod tests {
         assert_eq!(idle_readers(&db), 0);
         assert_eq!(count(&db).await, 3);
         assert_eq!(idle_readers(&db), 1);
+    }
+
+    /// `Database::read` binds its text and integer parameters in order, maps every row, sees
+    /// each write committed through the pool, and fails a bad statement or a bad column
+    /// without losing its connection.
+    async fn keyed_reads_bind_map_and_fail_cleanly(settings: &DatabaseSettings) {
+        let db = Database::connect(settings, &[]).await.unwrap();
+        sqlx::query("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let read = |ids: &'static [&'static str], min: i64| {
+            let db = db.clone();
+            async move {
+                let sql = format!(
+                    "SELECT id, n FROM items WHERE id IN ({}) AND n >= ${} ORDER BY id",
+                    placeholders(1, ids.len()),
+                    ids.len() + 1
+                );
+                let mut params: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+                params.push(Param::Int(min));
+                db.read(&sql, &params, |row| -> Result<(String, i64), sqlx::Error> {
+                    Ok((row.text("id")?, row.int("n")?))
+                })
+                .await
+            }
+        };
+        assert_eq!(read(&["a", "b"], 0).await.unwrap(), []);
+        for (id, n) in [("a", 1_i64), ("b", 2), ("c", 3)] {
+            sqlx::query("INSERT INTO items (id, n) VALUES ($1, $2)")
+                .bind(id)
+                .bind(n)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            read(&["a", "c", "z"], 0).await.unwrap(),
+            [("a".to_owned(), 1), ("c".to_owned(), 3)]
+        );
+        assert_eq!(read(&["a", "c"], 2).await.unwrap(), [("c".to_owned(), 3)]);
+
+        let missing = db
+            .read(
+                "SELECT id FROM nowhere WHERE id = $1",
+                &[Param::Text("a")],
+                |row| row.text("id"),
+            )
+            .await;
+        assert!(missing.is_err(), "a read of a missing table fails");
+        let bad_column = db
+            .read(
+                "SELECT id FROM items WHERE id = $1",
+                &[Param::Text("a")],
+                |row| row.int("nope"),
+            )
+            .await;
+        assert!(bad_column.is_err(), "a column the statement has not fails");
+        assert_eq!(
+            read(&["b"], 0).await.unwrap(),
+            [("b".to_owned(), 2)],
+            "the next read works"
+        );
+    }
+
+    #[tokio::test]
+    async fn keyed_reads_on_a_sqlite_file_run_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("keyed.db").display()),
+            max_connections: 2,
+        };
+        keyed_reads_bind_map_and_fail_cleanly(&settings).await;
+        let db = Database::connect(&settings, &[]).await.unwrap();
+        assert!(db.inline.is_some());
+    }
+
+    #[tokio::test]
+    async fn keyed_reads_of_an_in_memory_database_go_through_the_pool() {
+        keyed_reads_bind_map_and_fail_cleanly(&testing::sqlite()).await;
+        let db = Database::connect(&testing::sqlite(), &[]).await.unwrap();
+        assert!(db.inline.is_none());
+    }
+
+    #[tokio::test]
+    async fn keyed_reads_on_postgres() {
+        if let Some(settings) = testing::postgres("the keyed reads test").await {
+            keyed_reads_bind_map_and_fail_cleanly(&settings).await;
+        }
     }
 
     #[tokio::test]

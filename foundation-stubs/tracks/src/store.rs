@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use foundation_kit::{
     Database, FoundationError,
-    db::placeholders,
+    db::{Columns, Param, placeholders},
     outbox::{self, Relay},
     page::{self, Cursor},
     seed::{Seed, SeedGeoMode, SeedVisibility},
@@ -12,7 +12,7 @@ use foundation_kit::{
 };
 use protos::foundation::counts::v1::{TrackDeleted, TrackReaction, event::Kind};
 use sha2::{Digest, Sha256};
-use sqlx::{AssertSqlSafe, Row, any::AnyRow};
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::model::{self, Audio, GeoMode, Geoblocking, Metadata, Track, Visibility};
 
@@ -26,35 +26,35 @@ pub struct TracksStore {
     relay: Relay,
 }
 
-fn from_row(row: &AnyRow) -> Result<Track, FoundationError> {
-    let territories: String = row.try_get("geo_territories")?;
+fn from_row(row: &dyn Columns) -> Result<Track, FoundationError> {
+    let territories = row.text("geo_territories")?;
     Ok(Track {
-        id: row.try_get("id")?,
-        owner_id: row.try_get("owner_id")?,
+        id: row.text("id")?,
+        owner_id: row.text("owner_id")?,
         metadata: Metadata {
-            title: row.try_get("title")?,
-            description: row.try_get("description")?,
-            genre: row.try_get("genre")?,
-            duration_ms: row.try_get("duration_ms")?,
-            artwork_url: row.try_get("artwork_url")?,
-            visibility: Visibility::parse(&row.try_get::<String, _>("visibility")?)?,
+            title: row.text("title")?,
+            description: row.text("description")?,
+            genre: row.text("genre")?,
+            duration_ms: row.int("duration_ms")?,
+            artwork_url: row.text("artwork_url")?,
+            visibility: Visibility::parse(&row.text("visibility")?)?,
             geoblocking: Geoblocking {
-                mode: GeoMode::parse(&row.try_get::<String, _>("geo_mode")?)?,
+                mode: GeoMode::parse(&row.text("geo_mode")?)?,
                 territories: territories
                     .split(',')
                     .filter(|code| !code.is_empty())
                     .map(str::to_owned)
                     .collect(),
             },
-            downloadable: row.try_get::<i64, _>("downloadable")? != 0,
+            downloadable: row.int("downloadable")? != 0,
         },
-        secret_token: row.try_get("secret_token")?,
-        create_time_us: row.try_get("create_time_us")?,
-        update_time_us: row.try_get("update_time_us")?,
+        secret_token: row.text("secret_token")?,
+        create_time_us: row.int("create_time_us")?,
+        update_time_us: row.int("update_time_us")?,
         audio: Audio {
-            id: row.try_get("audio_id")?,
-            size: row.try_get("audio_size")?,
-            sha256: row.try_get("audio_sha256")?,
+            id: row.text("audio_id")?,
+            size: row.int("audio_size")?,
+            sha256: row.text("audio_sha256")?,
         },
     })
 }
@@ -264,9 +264,8 @@ impl TracksStore {
 
     pub async fn get(&self, id: &str) -> Result<Option<Track>, FoundationError> {
         let sql = format!("SELECT {COLUMNS} FROM tracks WHERE id = $1");
-        let query = sqlx::query(AssertSqlSafe(sql)).bind(id.to_owned());
-        let row = self.db.fetch_optional(query).await?;
-        row.as_ref().map(from_row).transpose()
+        let tracks = self.db.read(&sql, &[Param::Text(id)], from_row).await?;
+        Ok(tracks.into_iter().next())
     }
 
     /// The tracks among `ids` that exist, keyed by id.
@@ -281,16 +280,12 @@ impl TracksStore {
             "SELECT {COLUMNS} FROM tracks WHERE id IN ({})",
             placeholders(1, ids.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id.clone());
-        }
-        self.db
-            .fetch_all(query)
-            .await?
-            .iter()
-            .map(|row| from_row(row).map(|track| (track.id.clone(), track)))
-            .collect()
+        let params: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+        let tracks = self.db.read(&sql, &params, from_row).await?;
+        Ok(tracks
+            .into_iter()
+            .map(|track| (track.id.clone(), track))
+            .collect())
     }
 
     /// One page of an owner's tracks, newest first, and the cursor of the next page.
@@ -313,7 +308,10 @@ impl TracksStore {
             .bind(page_size + 1)
             .fetch_all(&self.db.pool)
             .await?;
-        let tracks = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        let tracks = rows
+            .iter()
+            .map(|row| from_row(row))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(page::split(tracks, page_size, |track| Cursor {
             time_us: track.create_time_us,
             id: track.id.clone(),
