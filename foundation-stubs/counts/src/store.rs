@@ -2,9 +2,14 @@
 
 use std::collections::HashMap;
 
-use foundation_kit::{Database, db::placeholders, seed::Seed, time};
+use foundation_kit::{
+    Database,
+    db::{Param, placeholders},
+    seed::Seed,
+    time,
+};
 use protos::foundation::counts::v1::{Event, TrackCounts, UserCounts, event::Kind};
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, Row};
 
 #[derive(Debug, Clone)]
 pub struct CountsStore {
@@ -68,22 +73,22 @@ impl CountsStore {
             "SELECT track_id, likes, reposts, downloads FROM track_counts WHERE track_id IN ({})",
             placeholders(1, ids.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id.clone());
-        }
-        let mut found = HashMap::new();
-        for row in self.db.fetch_all(query).await? {
-            let id: String = row.try_get("track_id")?;
-            found.insert(
-                id,
-                (
-                    row.try_get::<i64, _>("likes")?,
-                    row.try_get::<i64, _>("reposts")?,
-                    row.try_get::<i64, _>("downloads")?,
-                ),
-            );
-        }
+        let params: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+        let found: HashMap<String, (i64, i64, i64)> = self
+            .db
+            .read(&sql, &params, |row| {
+                Ok::<_, sqlx::Error>((
+                    row.text("track_id")?,
+                    (
+                        row.int("likes")?,
+                        row.int("reposts")?,
+                        row.int("downloads")?,
+                    ),
+                ))
+            })
+            .await?
+            .into_iter()
+            .collect();
         Ok(ids
             .iter()
             .map(|id| {
@@ -107,21 +112,18 @@ impl CountsStore {
             "SELECT user_id, followers, following FROM user_counts WHERE user_id IN ({})",
             placeholders(1, ids.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id.clone());
-        }
-        let mut found = HashMap::new();
-        for row in self.db.fetch_all(query).await? {
-            let id: String = row.try_get("user_id")?;
-            found.insert(
-                id,
-                (
-                    row.try_get::<i64, _>("followers")?,
-                    row.try_get::<i64, _>("following")?,
-                ),
-            );
-        }
+        let params: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+        let found: HashMap<String, (i64, i64)> = self
+            .db
+            .read(&sql, &params, |row| {
+                Ok::<_, sqlx::Error>((
+                    row.text("user_id")?,
+                    (row.int("followers")?, row.int("following")?),
+                ))
+            })
+            .await?
+            .into_iter()
+            .collect();
         Ok(ids
             .iter()
             .map(|id| {

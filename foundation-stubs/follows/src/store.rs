@@ -4,14 +4,14 @@ use std::collections::HashSet;
 
 use foundation_kit::{
     Database,
-    db::{pair_placeholders, placeholders},
+    db::{Param, pair_placeholders, placeholders},
     outbox::{self, Relay},
     page::{self, Cursor},
     seed::Seed,
     time,
 };
 use protos::foundation::counts::v1::{UserFollow, event::Kind};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
 #[derive(Debug, Clone)]
 pub struct FollowsStore {
@@ -106,17 +106,14 @@ impl FollowsStore {
             "SELECT followee_id FROM follows WHERE follower_id = $1 AND followee_id IN ({})",
             placeholders(2, followees.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(follower.to_owned());
-        for id in followees {
-            query = query.bind(id.clone());
-        }
-        let found = self
+        let mut params = vec![Param::Text(follower)];
+        params.extend(followees.iter().map(|id| Param::Text(id)));
+        let found: HashSet<String> = self
             .db
-            .fetch_all(query)
+            .read(&sql, &params, |row| row.text("followee_id"))
             .await?
-            .iter()
-            .map(|row| row.try_get("followee_id"))
-            .collect::<Result<HashSet<String>, sqlx::Error>>()?;
+            .into_iter()
+            .collect();
         Ok(followees.iter().map(|id| found.contains(id)).collect())
     }
 
@@ -133,17 +130,18 @@ impl FollowsStore {
         let sql = format!(
             "SELECT follower_id, followee_id FROM follows WHERE (follower_id, followee_id) IN (VALUES {values})"
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (follower, followee) in pairs {
-            query = query.bind(follower.clone()).bind(followee.clone());
-        }
-        let found = self
-            .db
-            .fetch_all(query)
-            .await?
+        let params: Vec<Param<'_>> = pairs
             .iter()
-            .map(|row| Ok((row.try_get("follower_id")?, row.try_get("followee_id")?)))
-            .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()?;
+            .flat_map(|(follower, followee)| [Param::Text(follower), Param::Text(followee)])
+            .collect();
+        let found: HashSet<(String, String)> = self
+            .db
+            .read(&sql, &params, |row| {
+                Ok::<_, sqlx::Error>((row.text("follower_id")?, row.text("followee_id")?))
+            })
+            .await?
+            .into_iter()
+            .collect();
         Ok(pairs.iter().map(|pair| found.contains(pair)).collect())
     }
 

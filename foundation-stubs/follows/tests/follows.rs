@@ -232,6 +232,8 @@ async fn scenario(db: DatabaseSettings) {
 #[tokio::test]
 async fn follows_are_idempotent_listed_newest_first_and_counted() {
     scenario(testing::sqlite()).await;
+    let dir = tempfile::tempdir().unwrap();
+    scenario(testing::sqlite_file(dir.path())).await;
     if let Some(postgres) =
         testing::postgres("follows_are_idempotent_listed_newest_first_and_counted").await
     {

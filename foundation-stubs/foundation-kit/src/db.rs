@@ -450,6 +450,15 @@ pub mod testing {
         }
     }
 
+    /// A SQLite file `service.db` in `dir` (a test's temporary folder): its reads by key run
+    /// inline ([`super::Database::read`]), where an in-memory database's go through sqlx.
+    pub fn sqlite_file(dir: &std::path::Path) -> DatabaseSettings {
+        DatabaseSettings {
+            url: format!("sqlite://{}", dir.join("service.db").display()),
+            max_connections: 2,
+        }
+    }
+
     /// A fresh schema on the PostgreSQL server of `TEST_DATABASE_URL`, or `None` (with the
     /// reason printed) when it is not set.
     pub async fn postgres(test: &str) -> Option<DatabaseSettings> {

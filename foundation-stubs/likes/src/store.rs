@@ -4,14 +4,14 @@ use std::collections::HashSet;
 
 use foundation_kit::{
     Database,
-    db::{pair_placeholders, placeholders},
+    db::{Param, pair_placeholders, placeholders},
     outbox::{self, Relay},
     page::{self, Cursor},
     seed::Seed,
     time,
 };
 use protos::foundation::counts::v1::{TrackReaction, event::Kind};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
 /// What a reaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,15 +141,17 @@ impl LikesStore {
             "SELECT track_id, kind FROM reactions WHERE user_id = $1 AND track_id IN ({})",
             placeholders(2, track_ids.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(user_id.to_owned());
-        for id in track_ids {
-            query = query.bind(id.clone());
-        }
+        let mut params = vec![Param::Text(user_id)];
+        params.extend(track_ids.iter().map(|id| Param::Text(id)));
+        let rows = self
+            .db
+            .read(&sql, &params, |row| {
+                Ok::<_, sqlx::Error>((row.text("track_id")?, row.text("kind")?))
+            })
+            .await?;
         let mut liked = HashSet::new();
         let mut reposted = HashSet::new();
-        for row in self.db.fetch_all(query).await? {
-            let track: String = row.try_get("track_id")?;
-            let kind: String = row.try_get("kind")?;
+        for (track, kind) in rows {
             if kind == ReactionKind::Like.as_str() {
                 liked.insert(track);
             } else {
@@ -175,15 +177,22 @@ impl LikesStore {
         let sql = format!(
             "SELECT user_id, track_id, kind FROM reactions WHERE (user_id, track_id) IN (VALUES {values})"
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (user, track) in pairs {
-            query = query.bind(user.clone()).bind(track.clone());
-        }
+        let params: Vec<Param<'_>> = pairs
+            .iter()
+            .flat_map(|(user, track)| [Param::Text(user), Param::Text(track)])
+            .collect();
+        let rows = self
+            .db
+            .read(&sql, &params, |row| {
+                Ok::<_, sqlx::Error>((
+                    (row.text("user_id")?, row.text("track_id")?),
+                    row.text("kind")?,
+                ))
+            })
+            .await?;
         let mut liked = HashSet::new();
         let mut reposted = HashSet::new();
-        for row in self.db.fetch_all(query).await? {
-            let pair: (String, String) = (row.try_get("user_id")?, row.try_get("track_id")?);
-            let kind: String = row.try_get("kind")?;
+        for (pair, kind) in rows {
             if kind == ReactionKind::Like.as_str() {
                 liked.insert(pair);
             } else {

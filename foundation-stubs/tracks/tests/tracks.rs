@@ -120,11 +120,7 @@ where
     scenario(testing::sqlite()).await;
     // A file too: its reads by id run inline on the calling thread, not through sqlx.
     let dir = tempfile::tempdir().unwrap();
-    scenario(DatabaseSettings {
-        url: format!("sqlite://{}", dir.path().join("tracks.db").display()),
-        max_connections: 2,
-    })
-    .await;
+    scenario(testing::sqlite_file(dir.path())).await;
     if let Some(postgres) = testing::postgres(test).await {
         scenario(postgres).await;
     }

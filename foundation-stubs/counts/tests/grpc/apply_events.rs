@@ -226,6 +226,8 @@ async fn events_are_validated_on(database: DatabaseSettings) {
 #[tokio::test]
 async fn counters_follow_events_and_redelivery_changes_nothing() {
     counters_follow_events_on(testing::sqlite()).await;
+    let dir = tempfile::tempdir().unwrap();
+    counters_follow_events_on(testing::sqlite_file(dir.path())).await;
     if let Some(database) = testing::postgres("counters_follow_events").await {
         counters_follow_events_on(database).await;
     }

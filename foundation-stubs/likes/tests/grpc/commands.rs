@@ -67,6 +67,8 @@ fn key(user_id: &str, track_id: &str) -> ReactionKey {
 #[tokio::test]
 async fn the_keyed_form_reads_the_reactions_of_several_users_in_one_call() {
     the_keyed_form_reads_several_users_on(testing::sqlite()).await;
+    let dir = tempfile::tempdir().unwrap();
+    the_keyed_form_reads_several_users_on(testing::sqlite_file(dir.path())).await;
     if let Some(database) = testing::postgres("keyed_reactions").await {
         the_keyed_form_reads_several_users_on(database).await;
     }
