@@ -26,7 +26,6 @@
 //! is then its own call, as it is without this module.
 
 use std::{
-    collections::hash_map::Entry,
     fmt,
     future::Future,
     hash::Hash,
@@ -267,39 +266,70 @@ type Cache<K, V> = quick_cache::sync::Cache<
     foldhash::fast::RandomState,
 >;
 
+/// Keys waiting for a call that has not started: its number is taken when it opens, so that
+/// its readers wait in [`State::in_flight`] beside the readers of the calls under way.
+struct Pending<K> {
+    call: u64,
+    /// In the order they came, each once.
+    keys: Vec<K>,
+}
+
 struct State<K, V> {
     calls_in_flight: usize,
     next_call: u64,
-    /// Keys waiting for the next call, in the order they came.
-    queue: Vec<K>,
-    queued: HashMap<K, Waiters<V>>,
-    /// A key can be in more than one call: a reader whose joined call ran out of time before
-    /// the reader's deadline queues the key again.
+    /// The calls waiting to start, oldest first, each of at most `max_batch` keys. Their
+    /// numbers are above those of every call under way.
+    pending: std::collections::VecDeque<Pending<K>>,
+    /// The readers of each key, per call, started or pending. A key can be in more than one
+    /// call: a reader whose joined call ran out of time before the reader's deadline sends the
+    /// key again.
     in_flight: HashMap<K, SmallVec<[Flight<V>; 1]>>,
     /// A call is held back by `window` and will take the queue when the window ends.
     window_pending: bool,
 }
 
 impl<K: Hash + Eq + Clone, V> State<K, V> {
-    /// Adds a reader of `key`: to a call in flight for it when `join` allows, else to the
-    /// queue, where the key waits once however many readers want it. True when another reader
-    /// already asked for the key.
-    fn register(&mut self, key: &K, waiter: Waiter<V>, join: bool) -> bool {
-        if join && let Some(flight) = self.in_flight.get_mut(key).and_then(|f| f.last_mut()) {
-            flight.waiters.push(waiter);
-            return true;
-        }
-        match self.queued.entry(key.clone()) {
-            Entry::Occupied(mut waiting) => {
-                waiting.get_mut().push(waiter);
-                true
+    /// The keys waiting for a call.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.pending.iter().map(|pending| pending.keys.len()).sum()
+    }
+
+    /// Adds a reader of `key`: to a call for it that is under way when `join` allows, else to
+    /// one that waits to start, else to the newest call waiting (opened when there is none, or
+    /// it is full), where the key waits once however many readers want it. True when another
+    /// reader already asked for the key.
+    fn register(&mut self, key: &K, waiter: Waiter<V>, join: bool, max_batch: usize) -> bool {
+        let first_pending = self.pending.front().map(|first| first.call);
+        let pending = |call: u64| first_pending.is_some_and(|first| call >= first);
+        if let Some(flights) = self.in_flight.get_mut(key) {
+            let joined = match flights.iter().rposition(|flight| !pending(flight.call)) {
+                Some(at) if join => Some(at),
+                _ => flights.iter().rposition(|flight| pending(flight.call)),
+            };
+            if let Some(at) = joined {
+                flights[at].waiters.push(waiter);
+                return true;
             }
-            Entry::Vacant(slot) => {
-                slot.insert(smallvec::smallvec![waiter]);
-                self.queue.push(key.clone());
-                false
-            }
         }
+        let open = match self.pending.back_mut() {
+            Some(last) if last.keys.len() < max_batch => last,
+            _ => {
+                let call = self.next_call;
+                self.next_call += 1;
+                self.pending.push_back(Pending {
+                    call,
+                    keys: Vec::new(),
+                });
+                self.pending.back_mut().expect("just pushed")
+            }
+        };
+        open.keys.push(key.clone());
+        self.in_flight.entry(key.clone()).or_default().push(Flight {
+            call: open.call,
+            waiters: smallvec::smallvec![waiter],
+        });
+        false
     }
 
     /// The readers of `key` in call `call`, taken out of the calls in flight.
@@ -322,8 +352,7 @@ impl<K, V> Default for State<K, V> {
         Self {
             calls_in_flight: 0,
             next_call: 0,
-            queue: Vec::new(),
-            queued: HashMap::default(),
+            pending: std::collections::VecDeque::new(),
             in_flight: HashMap::default(),
             window_pending: false,
         }
@@ -485,7 +514,7 @@ where
                         };
                         let starts = {
                             let mut state = inner.lock();
-                            state.register(&keys[index], waiter, false);
+                            state.register(&keys[index], waiter, false, inner.max_batch);
                             inner.take_batches(&mut state, false)
                         };
                         self.start(starts);
@@ -589,13 +618,13 @@ where
             index,
         };
         let mut shared = 0;
-        let direct = state.queue.is_empty()
+        let direct = state.pending.is_empty()
             && state.calls_in_flight < self.max_in_flight
             && self.window.is_zero()
             && keys.len() <= self.max_batch;
         if !direct {
             for (index, key) in keys.iter().enumerate() {
-                shared += u64::from(state.register(key, waiter(index), true));
+                shared += u64::from(state.register(key, waiter(index), true, self.max_batch));
             }
             return (shared, self.take_batches(state, false));
         }
@@ -634,15 +663,18 @@ where
     }
 
     /// The calls to start now: while fewer than `max_in_flight` are in flight and keys queue,
-    /// one call of up to `max_batch` keys each. A window holds the first call back unless the
-    /// queue fills a batch, `after_window` says it has waited, or a call just ended.
+    /// the oldest waiting call each (of up to `max_batch` keys). A window holds the first call
+    /// back unless it is full, `after_window` says it has waited, or a call just ended.
     fn take_batches(&self, state: &mut State<K, V>, after_window: bool) -> Vec<Start<K>> {
         let mut batches = Vec::new();
-        while state.calls_in_flight < self.max_in_flight && !state.queue.is_empty() {
+        while state.calls_in_flight < self.max_in_flight {
+            let Some(first) = state.pending.front() else {
+                break;
+            };
             if !self.window.is_zero()
                 && !after_window
                 && state.calls_in_flight == 0
-                && state.queue.len() < self.max_batch
+                && first.keys.len() < self.max_batch
             {
                 if !state.window_pending {
                     state.window_pending = true;
@@ -650,33 +682,29 @@ where
                 }
                 break;
             }
-            let take = state.queue.len().min(self.max_batch);
-            let rest = state.queue.split_off(take);
-            let candidates = std::mem::replace(&mut state.queue, rest);
-            let call = state.next_call;
-            state.next_call += 1;
-            let mut keys = Vec::with_capacity(candidates.len());
+            let Pending { call, keys: queued } = state.pending.pop_front().expect("a front");
+            let mut keys = Vec::with_capacity(queued.len());
             let mut end: Option<Instant> = None;
             let mut span = None;
-            for key in candidates {
-                let Some(waiters) = state.queued.remove(&key) else {
+            for key in queued {
+                let Some(flights) = state.in_flight.get_mut(&key) else {
+                    continue;
+                };
+                let Some(at) = flights.iter().position(|flight| flight.call == call) else {
                     continue;
                 };
                 // Readers that went away need nothing.
-                let waiters: Waiters<V> = waiters
-                    .into_iter()
-                    .filter(|waiter| !waiter.reader.answers.is_closed())
-                    .collect();
+                let waiters = &mut flights[at].waiters;
+                waiters.retain(|waiter| !waiter.reader.answers.is_closed());
                 let Some(latest) = waiters.iter().map(|waiter| waiter.reader.end).max() else {
+                    flights.swap_remove(at);
+                    if flights.is_empty() {
+                        state.in_flight.remove(&key);
+                    }
                     continue;
                 };
                 end = Some(end.map_or(latest, |end| end.max(latest)));
                 span.get_or_insert_with(|| waiters[0].reader.span.clone());
-                state
-                    .in_flight
-                    .entry(key.clone())
-                    .or_default()
-                    .push(Flight { call, waiters });
                 keys.push(key);
             }
             let (Some(end), Some(span)) = (end, span) else {

@@ -95,7 +95,7 @@ fn sorted(mut found: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
 /// Waits until `read` has `n` keys queued for the next call.
 async fn queued(read: &Read<u32, u32>, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while read.inner.lock().queued.len() < n {
+    while read.inner.lock().queued() < n {
         assert!(Instant::now() < deadline, "{n} keys did not queue");
         tokio::task::yield_now().await;
     }
