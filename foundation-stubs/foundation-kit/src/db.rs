@@ -197,7 +197,8 @@ fn sqlite_error(error: rusqlite::Error) -> sqlx::Error {
 /// wake-ups) cost more CPU than the read itself. A read here is one prepared statement, cached
 /// per connection, over at most a batch of rows by key: tens of microseconds of the thread,
 /// less than the hand-offs took. At most one connection per thread that reads at once is
-/// open, so the runtime's threads bound them.
+/// open, so the runtime's threads bound them. A reader never waits for a lock on the runtime's
+/// thread: a busy database sends the read to sqlx, whose worker thread waits for it.
 #[derive(Debug)]
 struct InlineReaders {
     path: String,
@@ -234,25 +235,41 @@ impl InlineReaders {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        connection.busy_timeout(Duration::from_secs(5))?;
+        // Busy: give the read to sqlx at once rather than sleep on the runtime's thread.
+        connection.busy_timeout(Duration::ZERO)?;
         connection.set_prepared_statement_cache_capacity(INLINE_STATEMENT_CACHE);
         Ok(connection)
     }
 
+    /// The mapped rows, or `None` when the database was busy or locked.
     fn read<T, E: From<sqlx::Error>>(
         &self,
         sql: &str,
         params: &[Param<'_>],
-        map: impl Fn(&dyn Columns) -> Result<T, E>,
-    ) -> Result<Vec<T>, E> {
-        let connection = self.take().map_err(sqlite_error)?;
-        let rows = Self::run(&connection, sql, params, &map);
+        map: &impl Fn(&dyn Columns) -> Result<T, E>,
+    ) -> Option<Result<Vec<T>, E>> {
+        let busy = |error: &rusqlite::Error| {
+            matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        };
+        let connection = match self.take() {
+            Ok(connection) => connection,
+            Err(error) if busy(&error) => return None,
+            Err(error) => return Some(Err(sqlite_error(error).into())),
+        };
+        let rows = Self::run(&connection, sql, params, map);
         // A statement that failed was reset when it dropped: the connection stays usable.
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(connection);
-        rows.map_err(sqlite_error)?.into_iter().collect()
+        match rows {
+            Ok(rows) => Some(rows.into_iter().collect()),
+            Err(error) if busy(&error) => None,
+            Err(error) => Some(Err(sqlite_error(error).into())),
+        }
     }
 
     fn run<T, E>(
@@ -403,16 +420,18 @@ impl Database {
     }
 
     /// Runs a read of one statement, `sql` with `$1`… bound to `params` in order, and maps
-    /// each row with `map`: inline on a SQLite file (see [`InlineReaders`]), else through
-    /// [`Database::fetch_all`]. For the hot reads of few rows by key.
+    /// each row with `map`: inline on a SQLite file (see [`InlineReaders`]), else (and when the
+    /// file is busy) through [`Database::fetch_all`]. For the hot reads of few rows by key.
     pub async fn read<T, E: From<sqlx::Error>>(
         &self,
         sql: &str,
         params: &[Param<'_>],
         map: impl Fn(&dyn Columns) -> Result<T, E>,
     ) -> Result<Vec<T>, E> {
-        if let Some(inline) = &self.inline {
-            return inline.read(sql, params, map);
+        if let Some(inline) = &self.inline
+            && let Some(rows) = inline.read(sql, params, &map)
+        {
+            return rows;
         }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
         for param in params {
