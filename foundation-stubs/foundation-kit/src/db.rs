@@ -183,12 +183,19 @@ impl Columns for rusqlite::Row<'_> {
 /// A rusqlite error as the storage error the services map to statuses: a busy or locked
 /// database is transient (UNAVAILABLE), anything else a fault (INTERNAL).
 fn sqlite_error(error: rusqlite::Error) -> sqlx::Error {
-    match error.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            sqlx::Error::Io(std::io::Error::other(error))
-        }
-        _ => sqlx::Error::Protocol(format!("sqlite: {error}")),
+    if is_busy(&error) {
+        sqlx::Error::Io(std::io::Error::other(error))
+    } else {
+        sqlx::Error::Protocol(format!("sqlite: {error}"))
     }
+}
+
+/// Whether another connection holds the lock a statement needs.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Read-only SQLite connections that run a read inline, on the calling thread. sqlx runs every
@@ -248,15 +255,9 @@ impl InlineReaders {
         params: &[Param<'_>],
         map: &impl Fn(&dyn Columns) -> Result<T, E>,
     ) -> Option<Result<Vec<T>, E>> {
-        let busy = |error: &rusqlite::Error| {
-            matches!(
-                error.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            )
-        };
         let connection = match self.take() {
             Ok(connection) => connection,
-            Err(error) if busy(&error) => return None,
+            Err(error) if is_busy(&error) => return None,
             Err(error) => return Some(Err(sqlite_error(error).into())),
         };
         let rows = Self::run(&connection, sql, params, map);
@@ -267,7 +268,7 @@ impl InlineReaders {
             .push(connection);
         match rows {
             Ok(rows) => Some(rows.into_iter().collect()),
-            Err(error) if busy(&error) => None,
+            Err(error) if is_busy(&error) => None,
             Err(error) => Some(Err(sqlite_error(error).into())),
         }
     }
@@ -693,10 +694,7 @@ mod tests {
     #[tokio::test]
     async fn keyed_reads_on_a_sqlite_file_run_inline() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("keyed.db").display()),
-            max_connections: 2,
-        };
+        let settings = testing::sqlite_file(dir.path());
         keyed_reads_bind_map_and_fail_cleanly(&settings).await;
         let db = Database::connect(&settings, &[]).await.unwrap();
         assert!(db.inline.is_some());
