@@ -148,6 +148,24 @@ fn default_request_idle_timeout_ms() -> u64 {
 }
 
 impl ServerSettings {
+    /// A plaintext server on `listeners` with no limits and no bounds on its calls, as tests and
+    /// in-process tools run one.
+    pub fn unbounded(listeners: &crate::Listeners) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc_addr: listeners.grpc_addr()?,
+            metrics_addr: listeners.metrics_addr()?,
+            drain_timeout_ms: 1000,
+            max_concurrent_requests: 0,
+            adaptive_limit: Default::default(),
+            reflection: true,
+            tls: Default::default(),
+            max_concurrent_streams: 0,
+            call_timeout_ms: 0,
+            stream_timeout_ms: 0,
+            request_idle_timeout_ms: 0,
+        })
+    }
+
     /// The bounds on one call these settings describe.
     pub fn call_bounds(&self) -> crate::bounds::CallBounds {
         let bound = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));

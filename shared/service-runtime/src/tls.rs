@@ -1,6 +1,7 @@
 //! Optional TLS and mutual TLS, configured by PEM file paths: the server side of every gRPC
 //! listener (`[server.tls]`) and the client side of every upstream channel
-//! (`[upstreams.<name>.tls]`). Both run on rustls with the `ring` provider, through tonic;
+//! (`[upstreams.<name>.tls]`). Both run on rustls with the `ring` provider (the server side
+//! through tonic, the client side through [`crate::upstream::Transport`]);
 //! [`https_client`] is the same client side for plain HTTPS (a gateway's key set URL).
 //!
 //! Every file is read and checked when the settings are turned into a configuration, so a bad
@@ -15,7 +16,7 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -118,52 +119,64 @@ impl ClientTlsSettings {
         *self != Self::default()
     }
 
-    /// `endpoint` with TLS if its url is `https://`; refuses TLS settings on a plain url, which
-    /// would otherwise be ignored. `url_key` and `tls_key` name the settings in errors.
-    pub fn apply(
+    /// The TLS of an upstream channel to `url`: `Some` for `https://`, `None` for a plain url,
+    /// which must then have no TLS settings (they would be ignored). `url_key` and `tls_key`
+    /// name the settings in errors.
+    pub fn upstream(
         &self,
-        endpoint: Endpoint,
+        url: &http::Uri,
         url_key: &str,
         tls_key: &str,
-    ) -> Result<Endpoint, String> {
-        if endpoint.uri().scheme_str() != Some("https") {
+    ) -> Result<Option<crate::upstream::Tls>, String> {
+        if url.scheme_str() != Some("https") {
             if self.is_set() {
                 return Err(format!("{tls_key} is set but {url_key} is not https://"));
             }
-            return Ok(endpoint);
+            return Ok(None);
         }
-        let config = self.config(tls_key)?;
-        endpoint
-            .tls_config(config)
-            .map_err(|error| format!("{tls_key}: {error}"))
+        let mut config = self.config(tls_key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let host = url.host().unwrap_or_default();
+        let name = if self.domain.is_empty() {
+            // `[::1]` is checked as the address `::1`.
+            host.trim_start_matches('[').trim_end_matches(']')
+        } else {
+            &self.domain
+        };
+        let name = ServerName::try_from(name.to_owned()).map_err(|error| {
+            if self.domain.is_empty() {
+                format!("{url_key}: {host:?} is no name to verify a certificate for: {error}")
+            } else {
+                format!("{tls_key}.domain: {:?}: {error}", self.domain)
+            }
+        })?;
+        Ok(Some(crate::upstream::Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+        }))
     }
 
-    /// The tonic configuration; `field` (`upstreams.tracks.tls`) prefixes the settings keys
+    /// The rustls configuration; `field` (`upstreams.tracks.tls`) prefixes the settings keys
     /// named in errors.
-    pub fn config(&self, field: &str) -> Result<ClientTlsConfig, String> {
+    fn config(&self, field: &str) -> Result<rustls::ClientConfig, String> {
         let ca_field = format!("{field}.ca_file");
         if self.ca_file.is_empty() {
             return Err(format!("{ca_field} is required for an https:// url"));
         }
-        let (ca_pem, roots) = trust_anchors(&ca_field, &self.ca_file)?;
-        let mut config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca_pem))
-            .timeout(HANDSHAKE_TIMEOUT);
+        let (_, roots) = trust_anchors(&ca_field, &self.ca_file)?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| format!("{field}: {error}"))?
             .with_root_certificates(roots);
-        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
-            (true, true) => {}
+        let config = match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, true) => builder.with_no_client_auth(),
             (false, false) => {
-                let (cert_pem, chain) =
-                    certificates(&format!("{field}.cert_file"), &self.cert_file)?;
+                let (_, chain) = certificates(&format!("{field}.cert_file"), &self.cert_file)?;
                 let key_field = format!("{field}.key_file");
-                let (key_pem, key) = private_key(&key_field, &self.key_file)?;
+                let (_, key) = private_key(&key_field, &self.key_file)?;
                 builder.with_client_auth_cert(chain, key).map_err(|error| {
                     format!("{key_field}: does not fit {field}.cert_file: {error}")
-                })?;
-                config = config.identity(Identity::from_pem(cert_pem, key_pem));
+                })?
             }
             (true, false) => {
                 return Err(format!(
@@ -175,11 +188,10 @@ impl ClientTlsSettings {
                     "{field}.cert_file is set but {field}.key_file is empty"
                 ));
             }
-        }
+        };
         if !self.domain.is_empty() {
             ServerName::try_from(self.domain.as_str())
                 .map_err(|error| format!("{field}.domain: {:?}: {error}", self.domain))?;
-            config = config.domain_name(self.domain.clone());
         }
         Ok(config)
     }

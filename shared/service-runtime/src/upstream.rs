@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tonic::{
-    metadata::MetadataMap,
-    transport::{Channel, Endpoint},
-};
+use tonic::metadata::MetadataMap;
 
 use crate::{
     breaker::{BreakerLayer, BreakerService},
@@ -18,9 +15,13 @@ use crate::{
     tls::ClientTlsSettings,
 };
 
+mod transport;
+
+pub use transport::{BoxError, Tls, Transport};
+
 /// A channel whose calls are traced, pass a circuit breaker and are counted. The client span is
 /// outermost so that a call the open circuit refuses still shows in the trace, as UNAVAILABLE.
-pub type UpstreamChannel = TraceService<BreakerService<GrpcMetricsService<Channel>>>;
+pub type UpstreamChannel = TraceService<BreakerService<GrpcMetricsService<Transport>>>;
 
 /// Where an upstream service is and how long its calls may take.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,11 +83,8 @@ pub fn channel_with(
     settings: &UpstreamSettings,
     metrics: &GrpcMetrics,
 ) -> Result<UpstreamChannel, String> {
-    let endpoint = endpoint(keys, settings)?;
-    let counted = tower::Layer::layer(
-        &GrpcMetricsLayer::new(metrics.clone()),
-        endpoint.connect_lazy(),
-    );
+    let transport = transport(keys, settings)?;
+    let counted = tower::Layer::layer(&GrpcMetricsLayer::new(metrics.clone()), transport);
     let breaker = BreakerLayer::new(
         name,
         settings.breaker_failures,
@@ -98,15 +96,20 @@ pub fn channel_with(
     Ok(tower::Layer::layer(&ClientTraceLayer::new(name), guarded))
 }
 
-/// The endpoint of `settings`, with TLS when its url is `https://`.
-fn endpoint(keys: SettingKeys<'_>, settings: &UpstreamSettings) -> Result<Endpoint, String> {
-    let endpoint = Channel::from_shared(settings.url.clone())
-        .map_err(|error| format!("{}: {error}", keys.url))?
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    settings.tls.apply(endpoint, keys.url, keys.tls)
+/// The connection of `settings`, with TLS when its url is `https://`.
+fn transport(keys: SettingKeys<'_>, settings: &UpstreamSettings) -> Result<Transport, String> {
+    let url: http::Uri = settings
+        .url
+        .parse()
+        .map_err(|error| format!("{}: {error}", keys.url))?;
+    let tls = settings.tls.upstream(&url, keys.url, keys.tls)?;
+    Transport::new(
+        keys.url,
+        &url,
+        Duration::from_millis(settings.connect_timeout_ms),
+        Duration::from_secs(30),
+        tls,
+    )
 }
 
 /// The timeout the caller gave this call, from its `grpc-timeout` header.
@@ -167,19 +170,7 @@ mod tests {
             tonic::service::Routes::default(),
             "grpc.health.v1.Health",
             tonic_health::pb::FILE_DESCRIPTOR_SET,
-            &crate::ServerSettings {
-                grpc_addr: listeners.grpc_addr().unwrap(),
-                metrics_addr: listeners.metrics_addr().unwrap(),
-                drain_timeout_ms: 1000,
-                max_concurrent_requests: 0,
-                adaptive_limit: Default::default(),
-                reflection: true,
-                tls: Default::default(),
-                max_concurrent_streams: 0,
-                call_timeout_ms: 0,
-                stream_timeout_ms: 0,
-                request_idle_timeout_ms: 0,
-            },
+            &crate::ServerSettings::unbounded(&listeners).unwrap(),
             Default::default(),
             Default::default(),
         );

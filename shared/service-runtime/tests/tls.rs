@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use service_runtime::{
-    GrpcApp, ServerSettings,
     cli::check_health,
     metrics::GrpcMetrics,
     spawn::Running,
@@ -15,34 +14,11 @@ use service_runtime::{
 use test_pki::{Ca, Leaf, Pki};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+mod common;
+
 /// A server with only the health service, on `tls`.
 async fn start(tls: ServerTlsSettings) -> Running {
-    Running::ephemeral("tls-test", move |listeners, shutdown| {
-        let server = ServerSettings {
-            grpc_addr: listeners.grpc_addr().unwrap(),
-            metrics_addr: listeners.metrics_addr().unwrap(),
-            drain_timeout_ms: 1000,
-            max_concurrent_requests: 0,
-            adaptive_limit: Default::default(),
-            reflection: true,
-            tls,
-            max_concurrent_streams: 0,
-            call_timeout_ms: 0,
-            stream_timeout_ms: 0,
-            request_idle_timeout_ms: 0,
-        };
-        let app = GrpcApp::new(
-            tonic::service::Routes::default(),
-            "grpc.health.v1.Health",
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            &server,
-            Default::default(),
-            Registry::default(),
-        );
-        service_runtime::serve(app, listeners, shutdown)
-    })
-    .await
-    .unwrap()
+    common::health_server(tls).await
 }
 
 fn server_tls(leaf: &Leaf, client_ca: Option<&Ca>) -> ServerTlsSettings {
