@@ -3,11 +3,12 @@
 //! mask, a page of 100, and authenticating a call's token (first sight and remembered).
 //! `just bench-micro` (or `cargo bench -p consumer-gateway`).
 
-use std::{collections::HashMap, hint::black_box};
+use std::hint::black_box;
 
 use authorization::{AuthSettings, Principal, Verifier, token::mint_development_token};
 use consumer_gateway::{Data, TrackView, visible};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use field_mask::IdMap;
 use protos::foundation::{
     counts::v1::{TrackCounts, UserCounts},
     likes::v1::Reaction,
@@ -48,7 +49,7 @@ fn mask_of(view: &TrackView, paths: &str) -> field_mask::Mask {
 fn bench(c: &mut Criterion) {
     let view = TrackView::new().expect("the view builds");
     let tracks: Vec<Track> = (1..=100).map(track).collect();
-    let reactions: HashMap<String, Reaction> = tracks
+    let reactions: IdMap<String, Reaction> = tracks
         .iter()
         .map(|t| {
             (
@@ -62,7 +63,7 @@ fn bench(c: &mut Criterion) {
             )
         })
         .collect();
-    let track_counts: HashMap<String, TrackCounts> = tracks
+    let track_counts: IdMap<String, TrackCounts> = tracks
         .iter()
         .map(|t| {
             (
@@ -76,9 +77,9 @@ fn bench(c: &mut Criterion) {
             )
         })
         .collect();
-    let following: HashMap<String, bool> =
+    let following: IdMap<String, bool> =
         tracks.iter().map(|t| (t.owner_id.clone(), true)).collect();
-    let user_counts: HashMap<String, UserCounts> = tracks
+    let user_counts: IdMap<String, UserCounts> = tracks
         .iter()
         .map(|t| {
             (

@@ -5,12 +5,11 @@
 //!
 //! [`authorize`] is the one authorization step of every query and every command.
 
-use std::collections::HashMap;
-
 use authorization::{
     Principal,
     policy::{self, Geoblocking, Hidden, TrackAccess},
 };
+use field_mask::IdMap;
 use gateway_kit::Audit;
 use protos::foundation::tracks::v1::{GeoblockingMode, Track, Visibility};
 
@@ -21,8 +20,8 @@ pub(crate) fn authorize(
     principal: &Principal,
     secret_token: Option<&str>,
     audit: &Audit,
-) -> HashMap<String, Track> {
-    let mut visible_tracks = HashMap::with_capacity(tracks.len());
+) -> IdMap<String, Track> {
+    let mut visible_tracks = IdMap::with_capacity_and_hasher(tracks.len(), Default::default());
     for track in tracks {
         match visible(&track, principal, secret_token) {
             Ok(()) => {

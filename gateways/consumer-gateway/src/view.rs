@@ -4,10 +4,10 @@
 //! which makes one batched call per planned foundation method, whatever the number of tracks;
 //! `field_mask::run_plan` drives the stages.
 
-use std::collections::HashMap;
-
 use authorization::Principal;
-use field_mask::{Explain, FanoutSpec, Input, Mask, Source, ViewSchema, run_plan, unique_keys};
+use field_mask::{
+    Explain, FanoutSpec, IdMap, Input, Mask, Source, ViewSchema, run_plan, unique_keys,
+};
 use gateway_kit::{Audit, Cost, Deadline, requested_mask};
 use protos::{
     consumer::v1 as view,
@@ -182,7 +182,7 @@ impl TrackView {
         let unique = unique_keys(ids.iter().cloned());
         // Authorization fails closed: without the tracks there is no answer. Data fetched
         // beside them for tracks that turn out hidden is dropped below.
-        let (by_id, results) = run_plan(
+        let (mut by_id, results) = run_plan(
             &plan,
             &unique,
             |source, keys| fetch(clients, source, keys, caller),
@@ -209,10 +209,10 @@ impl TrackView {
         .await?;
 
         let mut failed: Vec<Src> = Vec::new();
-        let mut reactions = HashMap::new();
-        let mut track_counts = HashMap::new();
-        let mut following = HashMap::new();
-        let mut user_counts = HashMap::new();
+        let mut reactions = IdMap::default();
+        let mut track_counts = IdMap::default();
+        let mut following = IdMap::default();
+        let mut user_counts = IdMap::default();
         for (source, result) in results.into_inner() {
             match result {
                 Ok(Fetched::Tracks(_)) => {}
@@ -262,12 +262,18 @@ impl TrackView {
             user_counts: &user_counts,
         };
         let mut assembled = Vec::with_capacity(ids.len());
+        // Each id once (the usual batch): each record is moved into its view, not copied.
+        let once = unique.len() == ids.len();
         for id in ids {
-            let track = match by_id.get(id) {
-                Some(track) => Some(self.view_of(&data, track, mask)?),
-                None => None,
+            let track = if once {
+                by_id.remove(id)
+            } else {
+                by_id.get(id).cloned()
             };
-            assembled.push(track);
+            assembled.push(match track {
+                Some(track) => Some(self.view_of_owned(&data, track, mask)?),
+                None => None,
+            });
         }
         Ok(Assembled {
             tracks: assembled,
@@ -287,6 +293,16 @@ impl TrackView {
         &self,
         data: &Data<'_, P>,
         track: &FoundationTrack,
+        mask: &Mask,
+    ) -> Result<view::Track, GatewayError> {
+        self.view_of_owned(data, track.clone(), mask)
+    }
+
+    /// [`TrackView::view_of`] of a record the caller gives up.
+    fn view_of_owned<P: Fn(Src) -> bool>(
+        &self,
+        data: &Data<'_, P>,
+        track: FoundationTrack,
         mask: &Mask,
     ) -> Result<view::Track, GatewayError> {
         let mut view = data.build(track);
@@ -344,37 +360,38 @@ pub struct Data<'a, P: Fn(Src) -> bool> {
     pub planned: P,
     /// Whether the caller is a signed-in user (the viewer relations are theirs alone).
     pub signed_in: bool,
-    pub reactions: &'a HashMap<String, Reaction>,
-    pub track_counts: &'a HashMap<String, TrackCounts>,
+    pub reactions: &'a IdMap<String, Reaction>,
+    pub track_counts: &'a IdMap<String, TrackCounts>,
     /// Whether the caller follows each owner.
-    pub following: &'a HashMap<String, bool>,
-    pub user_counts: &'a HashMap<String, UserCounts>,
+    pub following: &'a IdMap<String, bool>,
+    pub user_counts: &'a IdMap<String, UserCounts>,
 }
 
 impl<P: Fn(Src) -> bool> Data<'_, P> {
-    fn build(&self, track: &FoundationTrack) -> view::Track {
+    fn build(&self, track: FoundationTrack) -> view::Track {
         let has = |source| (self.planned)(source);
         let counts = self.track_counts.get(&track.id);
         let owner_counts = self.user_counts.get(&track.owner_id);
         let reaction = self.reactions.get(&track.id);
+        let followed = (has(Src::Following) && self.signed_in).then(|| {
+            self.following
+                .get(&track.owner_id)
+                .copied()
+                .unwrap_or(false)
+        });
         view::Track {
-            id: track.id.clone(),
-            title: track.title.clone(),
-            description: track.description.clone(),
-            genre: track.genre.clone(),
+            id: track.id,
+            title: track.title,
+            description: track.description,
+            genre: track.genre,
             duration: track.duration,
-            artwork_url: track.artwork_url.clone(),
+            artwork_url: track.artwork_url,
             created_at: track.create_time,
             creator: Some(view::Creator {
-                id: track.owner_id.clone(),
+                id: track.owner_id,
                 followers_count: has(Src::UserCounts)
                     .then(|| owner_counts.map_or(0, |c| c.followers_count)),
-                followed_by_viewer: (has(Src::Following) && self.signed_in).then(|| {
-                    self.following
-                        .get(&track.owner_id)
-                        .copied()
-                        .unwrap_or(false)
-                }),
+                followed_by_viewer: followed,
             }),
             stats: Some(view::Stats {
                 likes_count: has(Src::TrackCounts).then(|| counts.map_or(0, |c| c.likes_count)),

@@ -14,11 +14,11 @@
 
 mod common;
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::sync::LazyLock;
 
 use authorization::Principal;
 use consumer_gateway::{Data, Src, TrackView};
-use field_mask::Mask;
+use field_mask::{IdMap, Mask};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use prost_reflect::MessageDescriptor;
@@ -189,7 +189,7 @@ fuzz_target!(|data: &[u8]| {
         let bit = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
         failed & (1 << bit) == 0
     };
-    let reactions = HashMap::from([(
+    let reactions = IdMap::from_iter([(
         track.id.clone(),
         Reaction {
             track_id: track.id.clone(),
@@ -197,7 +197,7 @@ fuzz_target!(|data: &[u8]| {
             reposted: flags & 0x80 != 0,
         },
     )]);
-    let track_counts = HashMap::from([(
+    let track_counts = IdMap::from_iter([(
         track.id.clone(),
         TrackCounts {
             track_id: track.id.clone(),
@@ -206,8 +206,8 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         },
     )]);
-    let following = HashMap::from([(track.owner_id.clone(), failed & 0x80 != 0)]);
-    let user_counts = HashMap::from([(
+    let following = IdMap::from_iter([(track.owner_id.clone(), failed & 0x80 != 0)]);
+    let user_counts = IdMap::from_iter([(
         track.owner_id.clone(),
         UserCounts {
             user_id: track.owner_id.clone(),

@@ -111,7 +111,7 @@ mod trim;
 mod test_view;
 
 pub use error::{MaskError, SchemaError, SegmentProblem};
-pub use exec::{PlanResults, call_batched, run_plan, unique_keys};
+pub use exec::{IdMap, PlanResults, call_batched, run_plan, unique_keys};
 pub use mask::Mask;
 pub use plan::{
     Cause, Explain, FanoutSpec, FanoutSpecBuilder, Input, MAX_SOURCES, NamedSource, Plan,

@@ -113,9 +113,8 @@ pub type Loaded<K, V> = Result<Vec<(K, V)>, UpstreamError>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// The readers' maps hash with foldhash: their keys are ids, not caller-chosen secrets that
-/// need SipHash's flooding resistance more than the random seed foldhash keeps.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The readers' maps hash with foldhash: their keys are ids.
+type HashMap<K, V> = field_mask::IdMap<K, V>;
 
 /// The readers of one key: almost always one.
 type Waiters<V> = SmallVec<[Waiter<V>; 1]>;
@@ -736,13 +735,17 @@ where
             state.calls_in_flight -= 1;
             match loaded {
                 Ok(found) => {
+                    let mut answered = 0;
                     for (key, value) in found {
                         if let Some(flight) = state.take_flight(&key, batch.call) {
+                            answered += 1;
                             replies.answer(flight.waiters, Ok(Some(value)));
                         }
                     }
-                    // The keys the foundation did not answer exist no more.
-                    for key in &batch.keys {
+                    // The keys the foundation did not answer exist no more (each key of the
+                    // call is answered once at most, so the count says whether any is left).
+                    let unanswered = answered < batch.keys.len();
+                    for key in batch.keys.iter().filter(|_| unanswered) {
                         if let Some(flight) = state.take_flight(key, batch.call) {
                             replies.answer(flight.waiters, Ok(None));
                         }

@@ -320,6 +320,28 @@ async fn a_batch_of_100_makes_one_call_per_method_and_keeps_request_order() {
             .all(|t| t.stats.is_some() && t.creator.is_some())
     );
 
+    // An id asked for twice comes back twice, in its places, with the same view.
+    let repeated = t
+        .client
+        .clone()
+        .batch_get_tracks(as_user(
+            BatchGetTracksRequest {
+                track_ids: ["trk_00002", "trk_00001", "trk_00002"]
+                    .map(String::from)
+                    .to_vec(),
+                read_mask: None,
+            },
+            Some("usr_0059"),
+            "DE",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<&str> = repeated.tracks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(got, ["trk_00002", "trk_00001", "trk_00002"]);
+    assert_eq!(repeated.tracks[0], repeated.tracks[2]);
+    assert!(repeated.tracks[0].stats.is_some() && repeated.tracks[0].creator.is_some());
+
     let too_many = t
         .client
         .clone()
