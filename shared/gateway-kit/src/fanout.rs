@@ -119,8 +119,9 @@ type HashMap<K, V> = field_mask::IdMap<K, V>;
 /// The readers of one key: almost always one.
 type Waiters<V> = SmallVec<[Waiter<V>; 1]>;
 
-/// One call of a method for a batch of keys, within a deadline.
-pub type Loader<K, V> = Arc<dyn Fn(Vec<K>, Deadline) -> BoxFuture<Loaded<K, V>> + Send + Sync>;
+/// One call of a method for a batch of keys, within a deadline. The keys are shared with the
+/// call's bookkeeping: a loader copies only what its request needs.
+pub type Loader<K, V> = Arc<dyn Fn(Arc<[K]>, Deadline) -> BoxFuture<Loaded<K, V>> + Send + Sync>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabels {
@@ -378,7 +379,7 @@ struct Inner<K, V> {
 /// A call taken off the queue, to be made.
 struct Batch<K> {
     call: u64,
-    keys: Vec<K>,
+    keys: Arc<[K]>,
     end: Instant,
     span: tracing::Span,
 }
@@ -447,7 +448,7 @@ where
         }
         if !inner.coalesce {
             inner.fetched.inc_by(keys.len() as u64);
-            return (inner.load)(keys, deadline).await;
+            return (inner.load)(keys.into(), deadline).await;
         }
         let mut found = Vec::with_capacity(keys.len());
         let keys = match &inner.cache {
@@ -654,7 +655,7 @@ where
         self.fetched.inc_by(own.len() as u64);
         let batch = Batch {
             call,
-            keys: own,
+            keys: own.into(),
             end: reader.end,
             span: reader.span.clone(),
         };
@@ -713,7 +714,7 @@ where
             state.calls_in_flight += 1;
             batches.push(Start::Call(Batch {
                 call,
-                keys,
+                keys: keys.into(),
                 end,
                 span,
             }));
@@ -752,7 +753,7 @@ where
                     }
                 }
                 Err(error) => {
-                    for key in &batch.keys {
+                    for key in batch.keys.iter() {
                         if let Some(flight) = state.take_flight(key, batch.call) {
                             replies.answer(flight.waiters, Err(error.clone()));
                         }

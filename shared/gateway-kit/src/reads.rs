@@ -38,10 +38,10 @@ pub fn tracks(
     upstream: &Upstream<TracksServiceClient<UpstreamChannel>>,
 ) -> Read<String, Track> {
     let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<String, Track> = Arc::new(move |ids, deadline| {
+    let load: Loader<String, Track> = Arc::new(move |ids: Arc<[String]>, deadline| {
         let (calls, upstream) = (calls.clone(), upstream_.clone());
         Box::pin(async move {
-            let message = BatchGetTracksRequest { ids };
+            let message = || BatchGetTracksRequest { ids: ids.to_vec() };
             let response = read(
                 &calls,
                 &upstream,
@@ -75,10 +75,12 @@ pub fn track_counts(
     upstream: &Upstream<CountsServiceClient<UpstreamChannel>>,
 ) -> Read<String, TrackCounts> {
     let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<String, TrackCounts> = Arc::new(move |track_ids, deadline| {
+    let load: Loader<String, TrackCounts> = Arc::new(move |track_ids: Arc<[String]>, deadline| {
         let (calls, upstream) = (calls.clone(), upstream_.clone());
         Box::pin(async move {
-            let message = BatchGetTrackCountsRequest { track_ids };
+            let message = || BatchGetTrackCountsRequest {
+                track_ids: track_ids.to_vec(),
+            };
             let response = read(
                 &calls,
                 &upstream,
@@ -112,10 +114,12 @@ pub fn user_counts(
     upstream: &Upstream<CountsServiceClient<UpstreamChannel>>,
 ) -> Read<String, UserCounts> {
     let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<String, UserCounts> = Arc::new(move |user_ids, deadline| {
+    let load: Loader<String, UserCounts> = Arc::new(move |user_ids: Arc<[String]>, deadline| {
         let (calls, upstream) = (calls.clone(), upstream_.clone());
         Box::pin(async move {
-            let message = BatchGetUserCountsRequest { user_ids };
+            let message = || BatchGetUserCountsRequest {
+                user_ids: user_ids.to_vec(),
+            };
             let response = read(
                 &calls,
                 &upstream,
@@ -151,10 +155,10 @@ pub fn reactions(
     upstream: &Upstream<LikesServiceClient<UpstreamChannel>>,
 ) -> Read<Pair, Reaction> {
     let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<Pair, Reaction> = Arc::new(move |keys: Vec<Pair>, deadline| {
+    let load: Loader<Pair, Reaction> = Arc::new(move |keys: Arc<[Pair]>, deadline| {
         let (calls, upstream) = (calls.clone(), upstream_.clone());
         Box::pin(async move {
-            let message = match one_viewer(&keys) {
+            let message = || match one_viewer(&keys) {
                 Some(user_id) => BatchGetReactionsRequest {
                     user_id: user_id.to_owned(),
                     track_ids: keys.iter().map(|(_, track)| track.clone()).collect(),
@@ -181,7 +185,7 @@ pub fn reactions(
                 },
             )
             .await?;
-            in_request_order(upstream.name(), keys, response.reactions)
+            in_request_order(upstream.name(), &keys, response.reactions)
         })
     });
     fanout.read(
@@ -201,10 +205,10 @@ pub fn following(
     upstream: &Upstream<FollowsServiceClient<UpstreamChannel>>,
 ) -> Read<Pair, FollowState> {
     let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<Pair, FollowState> = Arc::new(move |keys: Vec<Pair>, deadline| {
+    let load: Loader<Pair, FollowState> = Arc::new(move |keys: Arc<[Pair]>, deadline| {
         let (calls, upstream) = (calls.clone(), upstream_.clone());
         Box::pin(async move {
-            let message = match one_viewer(&keys) {
+            let message = || match one_viewer(&keys) {
                 Some(follower_id) => BatchGetFollowingRequest {
                     follower_id: follower_id.to_owned(),
                     followee_ids: keys.iter().map(|(_, followee)| followee.clone()).collect(),
@@ -231,7 +235,7 @@ pub fn following(
                 },
             )
             .await?;
-            in_request_order(upstream.name(), keys, response.states)
+            in_request_order(upstream.name(), &keys, response.states)
         })
     });
     fanout.read(
@@ -252,7 +256,7 @@ fn one_viewer(keys: &[Pair]) -> Option<&str> {
 }
 
 /// Pairs each key with its answer: the foundation answers one entry per key, in request order.
-fn in_request_order<T>(service: &'static str, keys: Vec<Pair>, answers: Vec<T>) -> Loaded<Pair, T> {
+fn in_request_order<T>(service: &'static str, keys: &[Pair], answers: Vec<T>) -> Loaded<Pair, T> {
     if answers.len() != keys.len() {
         return Err(UpstreamError::new(
             service,
@@ -263,27 +267,28 @@ fn in_request_order<T>(service: &'static str, keys: Vec<Pair>, answers: Vec<T>) 
             ))),
         ));
     }
-    Ok(keys.into_iter().zip(answers).collect())
+    Ok(keys.iter().cloned().zip(answers).collect())
 }
 
 type CallFuture<T> =
     std::pin::Pin<Box<dyn Future<Output = Result<tonic::Response<T>, Status>> + Send>>;
 
-/// One read of `message` through [`Calls::read`], sent with the call's budget as its timeout.
+/// One read through [`Calls::read`] of the request `message` builds (once per attempt: a
+/// retry is rare, and a copy kept for it would cost every call), sent with the call's budget
+/// as its timeout.
 async fn read<C, M, T>(
     calls: &Calls,
     upstream: &Upstream<C>,
     deadline: Deadline,
-    message: M,
+    message: impl Fn() -> M,
     call: impl Fn(C, tonic::Request<M>) -> CallFuture<T>,
 ) -> Result<T, UpstreamError>
 where
     C: Clone,
-    M: Clone,
 {
     calls
         .read(upstream, deadline, |client, budget| {
-            call(client, outbound(message.clone(), budget))
+            call(client, outbound(message(), budget))
         })
         .await
 }

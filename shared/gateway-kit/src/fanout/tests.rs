@@ -28,10 +28,10 @@ impl Fake {
 
     fn loader(&self) -> Loader<u32, u32> {
         let fake = self.clone();
-        Arc::new(move |keys: Vec<u32>, deadline: Deadline| {
+        Arc::new(move |keys: Arc<[u32]>, deadline: Deadline| {
             let fake = fake.clone();
             Box::pin(async move {
-                fake.calls.lock().unwrap().push(keys.clone());
+                fake.calls.lock().unwrap().push(keys.to_vec());
                 let budget = deadline.budget(Duration::from_secs(5));
                 match tokio::time::timeout(budget, fake.gate.acquire()).await {
                     Ok(permit) => permit.unwrap().forget(),
@@ -44,7 +44,8 @@ impl Fake {
                     ));
                 }
                 Ok(keys
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .filter(|key| *key < 100)
                     .map(|key| (key, key * 10))
                     .collect())
