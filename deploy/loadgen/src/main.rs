@@ -52,6 +52,11 @@ struct Cli {
     /// with --quick); the targets read the median round.
     #[arg(long)]
     rounds: Option<usize>,
+    /// The worker threads of each service (`server.worker_threads`; 0: one per core). One, as
+    /// Envoy runs one worker here: the seven processes share the machine's cores, and a second
+    /// thread per process adds wake-ups across threads, not capacity.
+    #[arg(long, default_value_t = 1)]
+    worker_threads: usize,
 }
 
 #[tokio::main]
@@ -91,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         base_port: cli.base_port,
         seed_users: options.seed_users,
         seed_tracks: options.seed_tracks,
+        worker_threads: cli.worker_threads,
     })
     .await?;
     match envoy {
@@ -123,9 +129,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         processes.stop().await;
     }
     let report = Report {
-        machine: Machine::detect(
-            "the six services, each its own process, and the load generator share every core; nothing else ran",
-        ),
+        machine: Machine::detect(&format!(
+            "the six services, each its own process on {}, and the load generator share every core; nothing else ran",
+            match cli.worker_threads {
+                0 => "one worker thread per core".to_owned(),
+                1 => "one worker thread".to_owned(),
+                n => format!("{n} worker threads"),
+            }
+        )),
         options,
         outcome: outcome?,
         field_usage,

@@ -103,6 +103,8 @@ pub struct ProcessOptions {
     /// Seed dataset size.
     pub seed_users: u32,
     pub seed_tracks: u32,
+    /// `server.worker_threads` of every service (0: one per core).
+    pub worker_threads: usize,
 }
 
 /// The running processes.
@@ -254,6 +256,10 @@ impl Processes {
             (
                 format!("{p}_SERVER__METRICS_ADDR"),
                 format!("127.0.0.1:{metrics}"),
+            ),
+            (
+                format!("{p}_SERVER__WORKER_THREADS"),
+                self.options.worker_threads.to_string(),
             ),
             // `LOADGEN_SERVICE_LOG` sets the services' log filter, for a run under study.
             (

@@ -61,6 +61,15 @@ enum Command {
     },
 }
 
+/// The runtime a service runs on: `server.worker_threads` threads, or one per core.
+fn runtime(server: &ServerSettings) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if server.worker_threads > 0 {
+        builder.worker_threads(server.worker_threads);
+    }
+    builder.enable_all().build()
+}
+
 /// Runs a service binary. `about` is shown by `--help` together with the environment prefix.
 pub fn main<S, E, F, Fut>(about: &'static str, source: SettingsSource, run: F) -> ExitCode
 where
@@ -115,10 +124,7 @@ where
         };
         return health_check(addr, tls, std::time::Duration::from_millis(timeout_ms));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(settings.server()) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -253,4 +259,36 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_has_the_worker_threads_the_settings_name() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let settings = |worker_threads| ServerSettings {
+            grpc_addr: addr,
+            metrics_addr: addr,
+            drain_timeout_ms: 0,
+            max_concurrent_requests: 0,
+            tls: Default::default(),
+            adaptive_limit: Default::default(),
+            max_concurrent_streams: 0,
+            call_timeout_ms: 0,
+            stream_timeout_ms: 0,
+            request_idle_timeout_ms: 0,
+            reflection: false,
+            worker_threads,
+        };
+        let workers = |n| runtime(&settings(n)).unwrap().metrics().num_workers();
+        assert_eq!(workers(1), 1);
+        assert_eq!(workers(3), 3);
+        assert_eq!(
+            workers(0),
+            std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+            "0 is one thread per core"
+        );
+    }
 }
