@@ -26,8 +26,10 @@ struct Cli {
     /// A short run that only proves every scenario works (figures are rough).
     #[arg(long)]
     quick: bool,
-    /// The services listen on 127.0.0.1 from this port up (two ports each).
-    #[arg(long, default_value_t = 47000)]
+    /// The services listen on 127.0.0.1 from this port up (two ports each). Below Linux's
+    /// ephemeral range (32768 and up), so that no outgoing connection of the machine can hold
+    /// one of them when the services start.
+    #[arg(long, default_value_t = 24000)]
     base_port: u16,
     /// Seconds each phase is measured (default: 5, or 0.8 with --quick).
     #[arg(long)]
@@ -52,10 +54,10 @@ struct Cli {
     /// with --quick); the targets read the median round.
     #[arg(long)]
     rounds: Option<usize>,
-    /// The worker threads of each service (`server.worker_threads`; 0: one per core). One, as
-    /// Envoy runs one worker here: the seven processes share the machine's cores, and a second
-    /// thread per process adds wake-ups across threads, not capacity.
-    #[arg(long, default_value_t = 1)]
+    /// The worker threads of each service (`server.worker_threads`; 0, the services' default:
+    /// one per core). The comparison with Envoy runs the gateway on one, as Envoy runs one
+    /// worker, whatever this says.
+    #[arg(long, default_value_t = 0)]
     worker_threads: usize,
 }
 

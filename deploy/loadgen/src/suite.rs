@@ -845,7 +845,18 @@ async fn envoy(
         }
     };
     let through = workload.tracks_through(&url).await?;
-    runner.set_coalescing(false).await?;
+    // Envoy runs one worker thread: for this comparison so does the gateway, with coalescing
+    // off, so that both do the same work per request on the same resources.
+    runner
+        .restart(
+            &["consumer-gateway"],
+            &[
+                ("FANOUT__COALESCE", "false"),
+                ("SERVER__WORKER_THREADS", "1"),
+            ],
+        )
+        .await?;
+    runner.coalescing = false;
     let load = runner.closed();
     let pairs = runner
         .alternate(
@@ -858,7 +869,7 @@ async fn envoy(
             },
             Side {
                 name: "consumer.get_track.title.uncoalesced",
-                what: "GetTrack, mask `title` (one upstream call), coalescing off",
+                what: "GetTrack, mask `title` (one upstream call), coalescing off, one worker thread as Envoy",
                 gateway: Gateway::Consumer,
                 call: &workload.get_track(Some("title")),
             },
