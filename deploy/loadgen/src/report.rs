@@ -166,7 +166,7 @@ impl Report {
             None => {
                 let _ = writeln!(
                     out,
-                    "Envoy (one worker, HTTP/2 both sides, no access log, no admin listener) forwards tracks.BatchGetTracks of one id; the gateway serves GetTrack with mask `title` (one upstream call) with coalescing off; the same callers, rounds alternating. Median round: Envoy {} µs CPU per proxied request (tracks behind it {} µs), the gateway {} µs, ratio {}.\n",
+                    "Envoy (one worker, HTTP/2 both sides, no access log, no admin listener) forwards tracks.BatchGetTracks of one id; the gateway serves GetTrack with mask `title` (one upstream call) with coalescing off and one worker thread, as Envoy; the same callers, rounds alternating. Median round: Envoy {} µs CPU per proxied request (tracks behind it {} µs), the gateway {} µs, ratio {}.\n",
                     micros(envoy.envoy_cpu_us_per_request.as_ref()),
                     micros(envoy.tracks_cpu_us_per_request.as_ref()),
                     micros(envoy.gateway_cpu_us_per_request.as_ref()),
