@@ -16,6 +16,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 mod common;
 
+use common::upstream;
+
 /// A server with only the health service, on `tls`.
 async fn start(tls: ServerTlsSettings) -> Running {
     common::health_server(tls).await
@@ -35,17 +37,6 @@ fn client_tls(ca: &Ca, identity: Option<&Leaf>) -> ClientTlsSettings {
         cert_file: identity.map(|leaf| leaf.cert.clone()).unwrap_or_default(),
         key_file: identity.map(|leaf| leaf.key.clone()).unwrap_or_default(),
         domain: String::new(),
-    }
-}
-
-fn upstream(url: String, tls: ClientTlsSettings) -> UpstreamSettings {
-    UpstreamSettings {
-        url,
-        timeout_ms: 5000,
-        connect_timeout_ms: 5000,
-        breaker_failures: 0,
-        breaker_cooldown_ms: 1000,
-        tls,
     }
 }
 

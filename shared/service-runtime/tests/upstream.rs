@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use service_runtime::{
     metrics::GrpcMetrics,
     spawn::Running,
-    upstream::{UpstreamChannel, UpstreamSettings, channel},
+    upstream::{UpstreamChannel, channel},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -88,20 +88,16 @@ impl Drop for Relay {
     }
 }
 
-fn settings(url: String) -> UpstreamSettings {
-    UpstreamSettings {
-        url,
-        timeout_ms: 5000,
-        connect_timeout_ms: 5000,
-        breaker_failures: 0,
-        breaker_cooldown_ms: 1000,
-        tls: Default::default(),
-    }
-}
-
 fn client(url: String) -> HealthClient<UpstreamChannel> {
     let metrics = GrpcMetrics::register_client(&mut Registry::default());
-    HealthClient::new(channel("upstreams.test", &settings(url), &metrics).unwrap())
+    HealthClient::new(
+        channel(
+            "upstreams.test",
+            &common::upstream(url, Default::default()),
+            &metrics,
+        )
+        .unwrap(),
+    )
 }
 
 /// One health check, which must end (either way) within ten seconds.

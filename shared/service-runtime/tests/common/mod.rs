@@ -1,7 +1,13 @@
-//! What the integration tests share: a server with only the health service.
+//! What the integration tests share: a server with only the health service, and the settings
+//! of an upstream channel to it.
 
 use prometheus_client::registry::Registry;
-use service_runtime::{GrpcApp, ServerSettings, spawn::Running, tls::ServerTlsSettings};
+use service_runtime::{
+    GrpcApp, ServerSettings,
+    spawn::Running,
+    tls::{ClientTlsSettings, ServerTlsSettings},
+    upstream::UpstreamSettings,
+};
 
 /// A server with only the health service, on `tls`.
 pub(crate) async fn health_server(tls: ServerTlsSettings) -> Running {
@@ -23,4 +29,16 @@ pub(crate) async fn health_server(tls: ServerTlsSettings) -> Running {
     })
     .await
     .unwrap()
+}
+
+/// An upstream at `url` with `tls`, generous timeouts and no circuit breaker.
+pub(crate) fn upstream(url: String, tls: ClientTlsSettings) -> UpstreamSettings {
+    UpstreamSettings {
+        url,
+        timeout_ms: 5000,
+        connect_timeout_ms: 5000,
+        breaker_failures: 0,
+        breaker_cooldown_ms: 1000,
+        tls,
+    }
 }
