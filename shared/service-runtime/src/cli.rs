@@ -62,11 +62,22 @@ enum Command {
 }
 
 /// The runtime a service runs on: `server.worker_threads` threads, or one per core.
+///
+/// One thread is Tokio's current-thread scheduler, not a multi-thread one of one worker: the
+/// latter runs the task a task wakes at once (its LIFO slot), so a stream that finishes a
+/// response wakes its connection and each response leaves in a write of its own; the former
+/// runs woken tasks in order, so the responses that finish together leave in one write.
 fn runtime(server: &ServerSettings) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if server.worker_threads > 0 {
-        builder.worker_threads(server.worker_threads);
-    }
+    let mut builder = match server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if threads > 0 {
+                builder.worker_threads(threads);
+            }
+            builder
+        }
+    };
     builder.enable_all().build()
 }
 
