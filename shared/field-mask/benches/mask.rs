@@ -116,6 +116,16 @@ fn masks(c: &mut Criterion) {
             black_box(message.encode_to_vec())
         })
     });
+    // The same result as above from the encoding itself, as `ViewSchema::trim_prost` does it.
+    c.bench_function("trim/encoded_wire_paths_7", |b| {
+        b.iter(|| {
+            black_box(
+                schema
+                    .trim_encoded(&mask, black_box(encoded.as_slice()))
+                    .expect("trims"),
+            )
+        })
+    });
 }
 
 criterion_group!(benches, masks);

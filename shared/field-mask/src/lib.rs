@@ -47,7 +47,9 @@
 //!   [`Mask::covers_mask`], [`Mask::touches`].
 //! - Trimming: [`Mask::trim`] on a [`prost_reflect::DynamicMessage`], [`Mask::trim_reflect`] for
 //!   generated messages implementing `ReflectMessage`, [`ViewSchema::trim_prost`] for any
-//!   generated message of the view's type.
+//!   generated message of the view's type, [`ViewSchema::trim_encoded`] for its encoding. The
+//!   last three drop fields from the encoding (a walk with the descriptor, no field map), with
+//!   the same result as [`Mask::trim`].
 //! - The canonical JSON form: [`ViewSchema::parse_json`] and [`Mask::to_json`]
 //!   (`"creator.followersCount,title"`), which round trip for every valid mask.
 //!

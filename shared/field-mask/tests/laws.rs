@@ -12,7 +12,8 @@ use std::sync::LazyLock;
 
 use field_mask::{Mask, ViewSchema};
 use proptest::prelude::*;
-use prost_reflect::DynamicMessage;
+use prost::Message;
+use prost_reflect::{DynamicMessage, ReflectMessage};
 
 use view::{all_paths, clear_paths, full_track, message, value_paths};
 
@@ -140,6 +141,17 @@ proptest! {
         for path in value_paths(&message) {
             prop_assert_eq!(mask.covers(&path), kept.contains(&path), "path {}", path);
         }
+    }
+
+    #[test]
+    fn trimming_the_encoding_keeps_what_trimming_the_message_keeps(
+        message in track_message(),
+        mask in mask(),
+    ) {
+        let encoded = message.encode_to_vec();
+        let kept = SCHEMA.trim_encoded(&mask, &encoded).unwrap();
+        let decoded = DynamicMessage::decode(message.descriptor(), kept.as_slice()).unwrap();
+        prop_assert_eq!(decoded, trimmed(&message, &mask));
     }
 
     #[test]

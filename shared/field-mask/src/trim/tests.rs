@@ -102,3 +102,23 @@ fn trims_generated_messages() {
     seconds_only.trim_reflect(&mut duration).unwrap();
     assert_eq!(duration, expected);
 }
+
+#[test]
+fn trimming_the_encoding_drops_unknown_fields_and_keeps_entered_messages() {
+    let mut bytes = full_track().encode_to_vec();
+    bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let kept = track()
+        .trim_encoded(&mask(&["creator.followers_count", "title"]), &bytes)
+        .unwrap();
+    let message =
+        DynamicMessage::decode(crate::test_view::message("Track"), kept.as_slice()).unwrap();
+    assert_eq!(message.unknown_fields().count(), 0);
+    assert_eq!(leaf_paths(&message), ["creator.followers_count", "title"]);
+}
+
+#[test]
+fn trimming_an_encoding_that_is_not_a_message_fails() {
+    // A length-delimited field 1 that claims 100 bytes where there are 2.
+    let error = track().trim_encoded(&mask(&["title"]), &[0x0a, 100, 1, 2]);
+    assert!(error.is_err());
+}
