@@ -4,6 +4,11 @@
 //! slice of mask paths under that level (a binary search, because the paths are sorted), keeps
 //! it whole, recurses into it, or clears it. Unknown fields and extensions are cleared at every
 //! level the walk enters, since no path can cover them.
+//!
+//! Generated messages ([`ViewSchema::trim_prost`], [`Mask::trim_reflect`]) are trimmed by the
+//! same rules on their encoding: `trim_wire` copies the fields the mask covers, as the
+//! descriptor names them, with no `DynamicMessage` in between. `Mask::trim` stays the direct
+//! form for dynamic messages, and the property laws check that the two agree.
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage};

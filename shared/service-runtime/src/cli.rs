@@ -301,5 +301,8 @@ mod tests {
             std::thread::available_parallelism().map_or(1, |cores| cores.get()),
             "0 is one thread per core"
         );
+        let flavor = |n| runtime(&settings(n)).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(1), tokio::runtime::RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(3), tokio::runtime::RuntimeFlavor::MultiThread);
     }
 }
