@@ -2,10 +2,12 @@
 //! service handles ([`ServerTraceLayer`]) and a client span per upstream call
 //! ([`ClientTraceLayer`]).
 //!
-//! Both are `tracing` spans; the `tracing-opentelemetry` layer that [`crate::telemetry::init`]
-//! installs turns them into OpenTelemetry spans. The W3C `traceparent` header carries the trace
-//! from a client span to the server span of the service it calls: the server layer extracts it
-//! with the global propagator, the client layer injects the current context with it.
+//! Both are `tracing` spans. When spans are exported, the `tracing-opentelemetry` layer that
+//! [`crate::telemetry::init`] installs turns them into OpenTelemetry spans; when they are not,
+//! [`PropagationLayer`] keeps only each span's W3C span context. The W3C `traceparent` header
+//! carries the trace from a client span to the server span of the service it calls: the server
+//! layer extracts it with the global propagator, the client layer injects the span's context
+//! with it, either way.
 //!
 //! The status of a call is read by [`StatusBody`], the same way the metrics layer reads it. The
 //! body holds the span until the status is known, so each span covers the whole response,
@@ -27,6 +29,10 @@ use crate::{
     metrics::split_path,
     status_body::{OnStatus, StatusBody},
 };
+
+mod propagation;
+
+pub use propagation::PropagationLayer;
 
 /// Reads propagation fields from request headers.
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -145,9 +151,15 @@ impl<S> TraceService<S> {
                 let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
                     propagator.extract(&HeaderExtractor(request.headers()))
                 });
-                // Setting the parent fails only when no OpenTelemetry layer is installed; the
-                // span is then a plain `tracing` span, which is fine.
-                drop(span.set_parent(parent));
+                let joined = {
+                    use opentelemetry::trace::TraceContextExt;
+                    propagation::join(&span, parent.span().span_context())
+                };
+                if !joined {
+                    // Setting the parent fails only when no OpenTelemetry layer is installed
+                    // either; the span is then a plain `tracing` span, which is fine.
+                    drop(span.set_parent(parent));
+                }
                 record_trace_id(&span);
                 span
             }
@@ -163,7 +175,13 @@ impl<S> TraceService<S> {
                     rpc.grpc.status_code = field::Empty,
                     peer = self.peer,
                 );
-                let context = span.context();
+                let context = match propagation::span_context(&span) {
+                    Some(context) => {
+                        use opentelemetry::trace::TraceContextExt;
+                        opentelemetry::Context::new().with_remote_span_context(context)
+                    }
+                    None => span.context(),
+                };
                 opentelemetry::global::get_text_map_propagator(|propagator| {
                     propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
                 });
@@ -177,8 +195,10 @@ impl<S> TraceService<S> {
 /// inside it carry the id (the formatter lists the fields of the current span).
 fn record_trace_id(span: &Span) {
     use opentelemetry::trace::TraceContextExt;
-    let context = span.context();
-    let trace_id = context.span().span_context().trace_id();
+    let trace_id = propagation::span_context(span).map_or_else(
+        || span.context().span().span_context().trace_id(),
+        |context| context.trace_id(),
+    );
     if trace_id != opentelemetry::trace::TraceId::INVALID {
         span.record("trace_id", field::display(trace_id));
     }
@@ -255,3 +275,6 @@ impl OnStatus for CallSpan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

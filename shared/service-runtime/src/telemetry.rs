@@ -1,13 +1,17 @@
 //! Logging and tracing with `tracing-subscriber`: log lines pretty for a person at a terminal,
-//! JSON in containers; spans bridged to OpenTelemetry, exported over OTLP when an endpoint is
-//! configured, and propagated between services as W3C `traceparent` headers (see
-//! [`crate::otel`]).
+//! JSON in containers; spans bridged to OpenTelemetry and exported over OTLP when an endpoint
+//! is configured, and their trace context propagated between services as W3C `traceparent`
+//! headers either way (see [`crate::otel`]).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, fmt, prelude::*, registry::LookupSpan,
+};
+
+use crate::otel::PropagationLayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,26 +66,37 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber and the W3C trace-context propagator, with a tracer provider
-/// that exports to `settings.otlp_endpoint` in batches when it is set. The OTLP exporter is a
-/// tonic client: call this inside a Tokio runtime. Later calls (several services in one
-/// process) keep the first subscriber.
+/// Installs the global subscriber and the W3C trace-context propagator. When
+/// `settings.otlp_endpoint` is set, spans are OpenTelemetry spans exported there in batches;
+/// when it is empty (or the exporter cannot be built), nothing would read them, and spans keep
+/// only their trace context ([`crate::otel::PropagationLayer`]): trace ids still reach log lines
+/// and upstream services, but no span is built to be dropped. The OTLP exporter is a tonic
+/// client: call this inside a Tokio runtime. Later calls (several services in one process)
+/// keep the first subscriber.
 pub fn init(settings: &LogSettings) -> Telemetry {
-    let mut builder = SdkTracerProvider::builder().with_resource(resource(settings));
-    if !settings.otlp_endpoint.is_empty() {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(settings.otlp_endpoint.clone())
-            .build()
-        {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(error) => eprintln!(
+    if settings.otlp_endpoint.is_empty() {
+        return install(settings, None);
+    }
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(settings.otlp_endpoint.clone())
+        .build()
+    {
+        Ok(exporter) => {
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource(settings))
+                .with_batch_exporter(exporter)
+                .build();
+            install(settings, Some(provider))
+        }
+        Err(error) => {
+            eprintln!(
                 "warning: cannot export spans to {}: {error}",
                 settings.otlp_endpoint
-            ),
+            );
+            install(settings, None)
         }
     }
-    init_with_provider(settings, builder.build())
 }
 
 /// The resource every exported span carries: the service's name.
@@ -96,13 +111,21 @@ fn resource(settings: &LogSettings) -> Resource {
     }
 }
 
-/// [`init`] with a tracer provider of the caller's (tests use an in-memory exporter).
+/// [`init`] with a tracer provider of the caller's (tests use an in-memory exporter): spans
+/// are OpenTelemetry spans handed to it.
 pub fn init_with_provider(settings: &LogSettings, provider: SdkTracerProvider) -> Telemetry {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // The log filter decides what is printed; the RPC spans are exported whatever it says.
+    install(settings, Some(provider))
+}
+
+/// The layer that gives the RPC spans their trace context: the OpenTelemetry layer, with the
+/// spans built for `provider`, or without one the propagation layer.
+/// (One boxed layer rather than two optional ones: an absent optional layer takes part in
+/// tracing-subscriber's level hints, and beside a filtered layer it can turn the spans off.)
+pub(crate) fn span_layer<S>(provider: Option<&SdkTracerProvider>) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+{
+    // The log filter decides what is printed; the RPC spans are traced whatever it says.
     let spans = Targets::new()
         .with_target(env!("CARGO_CRATE_NAME"), tracing::Level::INFO)
         .with_default(tracing::Level::WARN);
@@ -113,14 +136,28 @@ pub fn init_with_provider(settings: &LogSettings, provider: SdkTracerProvider) -
     // the current OpenTelemetry context (the trace layers take a span's own with
     // `OpenTelemetrySpanExt::context`), and the activation locks the span's data and pushes
     // and pops a thread-local stack on every enter and exit.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("service-runtime"))
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
-        .with_threads(false)
-        .with_location(false)
-        .with_target(false)
-        .with_filter(spans);
+    match provider {
+        Some(provider) => Box::new(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("service-runtime"))
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_threads(false)
+                .with_location(false)
+                .with_target(false)
+                .with_filter(spans),
+        ),
+        None => Box::new(PropagationLayer.with_filter(spans)),
+    }
+}
+
+/// Installs the subscriber, with span export to `provider` when there is one.
+fn install(settings: &LogSettings, provider: Option<SdkTracerProvider>) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = span_layer(provider.as_ref());
     let result = match settings.format {
         LogFormat::Pretty => tracing_subscriber::registry()
             .with(otel)
@@ -141,15 +178,17 @@ pub fn init_with_provider(settings: &LogSettings, provider: SdkTracerProvider) -
     };
     match result {
         Ok(()) => {
-            opentelemetry::global::set_tracer_provider(provider.clone());
-            Telemetry {
-                provider: Some(provider),
+            if let Some(provider) = &provider {
+                opentelemetry::global::set_tracer_provider(provider.clone());
             }
+            Telemetry { provider }
         }
         // A second service in the same process finds the subscriber already installed; that
         // is fine, and its provider is not needed.
         Err(_) => {
-            drop(provider.shutdown());
+            if let Some(provider) = provider {
+                drop(provider.shutdown());
+            }
             Telemetry { provider: None }
         }
     }
