@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock, RwLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -59,6 +59,10 @@ fn latency_histogram() -> Histogram {
 pub struct GrpcMetrics {
     handled: Family<HandledLabels, Counter>,
     handling: HistogramFamily<MethodLabels>,
+    /// The series of each service/method pair called so far, so that a call records without
+    /// building labels or finding its series by them. Its names are bounded: a server labels
+    /// only the pairs it serves, a client calls only its own.
+    methods: Arc<RwLock<Names<Names<Arc<MethodSeries>>>>>,
     /// Client side only: calls refused by an open circuit, by upstream.
     short_circuited: Family<UpstreamLabels, Counter>,
     /// Client side only: times an upstream's circuit opened.
@@ -68,6 +72,51 @@ pub struct GrpcMetrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
+}
+
+/// A map by service or method name (names the process chose, not callers).
+type Names<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// The codes of gRPC, 0 to 16.
+const CODES: usize = 17;
+
+/// The series of one service/method pair, found once.
+#[derive(Debug)]
+struct MethodSeries {
+    service: String,
+    method: String,
+    /// Each series is made in its family when the first call ends (with that code), as a
+    /// lookup by labels would: the exposition lists only what happened.
+    handling: OnceLock<Histogram>,
+    handled: [OnceLock<Counter>; CODES],
+    handling_family: HistogramFamily<MethodLabels>,
+    handled_family: Family<HandledLabels, Counter>,
+}
+
+impl MethodSeries {
+    fn record(&self, code: Code, started: Instant) {
+        self.handled[code as usize % CODES]
+            .get_or_init(|| {
+                self.handled_family
+                    .get_or_create(&HandledLabels {
+                        grpc_service: self.service.clone(),
+                        grpc_method: self.method.clone(),
+                        grpc_code: code_name(code),
+                    })
+                    .clone()
+            })
+            .inc();
+        self.handling
+            .get_or_init(|| {
+                self.handling_family
+                    .get_or_create(&MethodLabels {
+                        grpc_service: self.service.clone(),
+                        grpc_method: self.method.clone(),
+                    })
+                    .clone()
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
 }
 
 impl GrpcMetrics {
@@ -107,6 +156,7 @@ impl GrpcMetrics {
         let metrics = Self {
             handled: Family::default(),
             handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            methods: Arc::default(),
             short_circuited: Family::default(),
             circuits_opened: Family::default(),
         };
@@ -134,20 +184,37 @@ impl GrpcMetrics {
             .map_or(0, |counter| counter.get())
     }
 
-    fn record(&self, service: &str, method: &str, code: Code, started: Instant) {
-        self.handled
-            .get_or_create(&HandledLabels {
-                grpc_service: service.to_owned(),
-                grpc_method: method.to_owned(),
-                grpc_code: code_name(code),
+    /// The series of `service`/`method`, made at the pair's first call.
+    fn series(&self, service: &str, method: &str) -> Arc<MethodSeries> {
+        let known = self
+            .methods
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(service)
+            .and_then(|methods| methods.get(method))
+            .cloned();
+        if let Some(series) = known {
+            return series;
+        }
+        let mut methods = self
+            .methods
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        methods
+            .entry(service.to_owned())
+            .or_default()
+            .entry(method.to_owned())
+            .or_insert_with(|| {
+                Arc::new(MethodSeries {
+                    service: service.to_owned(),
+                    method: method.to_owned(),
+                    handling: OnceLock::new(),
+                    handled: std::array::from_fn(|_| OnceLock::new()),
+                    handling_family: self.handling.clone(),
+                    handled_family: self.handled.clone(),
+                })
             })
-            .inc();
-        self.handling
-            .get_or_create(&MethodLabels {
-                grpc_service: service.to_owned(),
-                grpc_method: method.to_owned(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+            .clone()
     }
 }
 
@@ -315,9 +382,7 @@ where
             None => split_path(path),
         };
         let call = CallRecord {
-            metrics: self.metrics.clone(),
-            service: service.to_owned(),
-            method: method.to_owned(),
+            series: self.metrics.series(service, method),
             started: Instant::now(),
         };
         let future = self.inner.call(request);
@@ -330,16 +395,13 @@ where
 /// public only because it names the body of the service's responses.
 #[derive(Debug)]
 pub struct CallRecord {
-    metrics: GrpcMetrics,
-    service: String,
-    method: String,
+    series: Arc<MethodSeries>,
     started: Instant,
 }
 
 impl OnStatus for CallRecord {
     fn on_status(self, code: Code) {
-        self.metrics
-            .record(&self.service, &self.method, code, self.started);
+        self.series.record(code, self.started);
     }
 }
 
