@@ -6,8 +6,8 @@
 //! [`crate::telemetry::init`] installs turns them into OpenTelemetry spans; when they are not,
 //! [`PropagationLayer`] keeps only each span's W3C span context. The W3C `traceparent` header
 //! carries the trace from a client span to the server span of the service it calls: the server
-//! layer extracts it with the global propagator, the client layer injects the span's context
-//! with it, either way.
+//! layer extracts it with the global propagator, the client layer writes the span's context in
+//! the same format, either way.
 //!
 //! The status of a call is read by [`StatusBody`], the same way the metrics layer reads it. The
 //! body holds the span until the status is known, so each span covers the whole response,
@@ -20,7 +20,10 @@ use std::{
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::{
+    propagation::Extractor,
+    trace::{SpanContext, TraceFlags},
+};
 use tonic::Code;
 use tracing::{Instrument, Span, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -47,17 +50,27 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Writes propagation fields into request headers.
-struct HeaderInjector<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
+/// Writes a client span's context into its request as W3C trace context, as the trace-context
+/// propagator's `inject_context` does, without the global propagator's lock, a context to wrap
+/// the span context in, or an empty `tracestate`.
+fn inject(context: &SpanContext, headers: &mut HeaderMap) {
+    if !context.is_valid() {
+        return;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags() & TraceFlags::SAMPLED
+    );
+    if let Ok(value) = HeaderValue::try_from(traceparent) {
+        headers.insert(HeaderName::from_static("traceparent"), value);
+    }
+    let tracestate = context.trace_state().header();
+    if !tracestate.is_empty()
+        && let Ok(value) = HeaderValue::try_from(tracestate)
+    {
+        headers.insert(HeaderName::from_static("tracestate"), value);
     }
 }
 
@@ -128,7 +141,6 @@ impl<S> TraceService<S> {
     /// the request headers.
     fn span<B>(&self, request: &mut Request<B>) -> Span {
         let (service, method) = split_path(request.uri().path());
-        let name = format!("{service}/{method}");
         match self.side {
             Side::Server => {
                 // A server span starts a trace or continues the caller's, never the span that
@@ -136,7 +148,7 @@ impl<S> TraceService<S> {
                 let span = tracing::info_span!(
                     parent: None,
                     "grpc.server",
-                    otel.name = %name,
+                    otel.name = %format_args!("{service}/{method}"),
                     otel.kind = "server",
                     otel.status_code = field::Empty,
                     rpc.system = "grpc",
@@ -166,7 +178,7 @@ impl<S> TraceService<S> {
             Side::Client => {
                 let span = tracing::info_span!(
                     "grpc.client",
-                    otel.name = %name,
+                    otel.name = %format_args!("{service}/{method}"),
                     otel.kind = "client",
                     otel.status_code = field::Empty,
                     rpc.system = "grpc",
@@ -175,16 +187,11 @@ impl<S> TraceService<S> {
                     rpc.grpc.status_code = field::Empty,
                     peer = self.peer,
                 );
-                let context = match propagation::span_context(&span) {
-                    Some(context) => {
-                        use opentelemetry::trace::TraceContextExt;
-                        opentelemetry::Context::new().with_remote_span_context(context)
-                    }
-                    None => span.context(),
-                };
-                opentelemetry::global::get_text_map_propagator(|propagator| {
-                    propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
+                let context = propagation::span_context(&span).unwrap_or_else(|| {
+                    use opentelemetry::trace::TraceContextExt;
+                    span.context().span().span_context().clone()
                 });
+                inject(&context, request.headers_mut());
                 span
             }
         }

@@ -141,6 +141,10 @@ async fn a_callers_decision_not_to_sample_is_passed_on() {
     let (trace, _, flags) = parts(&headers);
     assert_eq!(trace, CALLER_TRACE);
     assert_eq!(flags, "00");
+    assert!(
+        headers.get("tracestate").is_none(),
+        "no empty tracestate goes upstream"
+    );
 }
 
 #[tokio::test]
