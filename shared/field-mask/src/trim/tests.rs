@@ -122,3 +122,28 @@ fn trimming_an_encoding_that_is_not_a_message_fails() {
     let error = track().trim_encoded(&mask(&["title"]), &[0x0a, 100, 1, 2]);
     assert!(error.is_err());
 }
+
+#[test]
+fn trimming_the_encoding_keeps_an_entered_message_present_when_nothing_in_it_is_covered() {
+    // The creator carries only its id; the mask enters it for a count it does not carry.
+    let mut message = full_track();
+    let mut creator = DynamicMessage::new(crate::test_view::message("Creator"));
+    creator.set_field_by_name("id", Value::String("u1".to_owned()));
+    message.set_field_by_name("creator", Value::Message(creator));
+    let kept = track()
+        .trim_encoded(
+            &mask(&["creator.followers_count"]),
+            &message.encode_to_vec(),
+        )
+        .unwrap();
+    let trimmed =
+        DynamicMessage::decode(crate::test_view::message("Track"), kept.as_slice()).unwrap();
+    assert!(
+        trimmed.has_field_by_name("creator"),
+        "the creator stays, empty"
+    );
+    assert_eq!(leaf_paths(&trimmed), ["creator"]);
+    // As `Mask::trim` keeps it on the message itself.
+    mask(&["creator.followers_count"]).trim(&mut message);
+    assert_eq!(trimmed, message);
+}
