@@ -163,16 +163,18 @@ impl<S> TraceService<S> {
                 let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
                     propagator.extract(&HeaderExtractor(request.headers()))
                 });
-                let joined = {
-                    use opentelemetry::trace::TraceContextExt;
-                    propagation::join(&span, parent.span().span_context())
+                use opentelemetry::trace::TraceContextExt;
+                let trace_id = match propagation::join(&span, parent.span().span_context()) {
+                    Some(trace_id) => trace_id,
+                    None => {
+                        // Setting the parent fails only when no OpenTelemetry layer is
+                        // installed either; the span is then a plain `tracing` span, which is
+                        // fine.
+                        drop(span.set_parent(parent));
+                        span.context().span().span_context().trace_id()
+                    }
                 };
-                if !joined {
-                    // Setting the parent fails only when no OpenTelemetry layer is installed
-                    // either; the span is then a plain `tracing` span, which is fine.
-                    drop(span.set_parent(parent));
-                }
-                record_trace_id(&span);
+                record_trace_id(&span, trace_id);
                 span
             }
             Side::Client => {
@@ -198,14 +200,9 @@ impl<S> TraceService<S> {
     }
 }
 
-/// Records the span's OpenTelemetry trace id as its `trace_id` field, so that JSON log lines
-/// inside it carry the id (the formatter lists the fields of the current span).
-fn record_trace_id(span: &Span) {
-    use opentelemetry::trace::TraceContextExt;
-    let trace_id = propagation::span_context(span).map_or_else(
-        || span.context().span().span_context().trace_id(),
-        |context| context.trace_id(),
-    );
+/// Records `trace_id`, the server span's trace id, as its `trace_id` field, so that JSON log
+/// lines inside it carry the id (the formatter lists the fields of the current span).
+fn record_trace_id(span: &Span, trace_id: opentelemetry::trace::TraceId) {
     if trace_id != opentelemetry::trace::TraceId::INVALID {
         span.record("trace_id", field::display(trace_id));
     }

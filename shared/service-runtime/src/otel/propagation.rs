@@ -23,27 +23,13 @@ pub struct PropagationLayer;
 #[derive(Debug, Clone)]
 struct Ids(SpanContext);
 
-/// A random id that is not zero, which W3C trace context reserves for "invalid".
-fn nonzero_u64() -> u64 {
-    loop {
-        let id = fastrand::u64(..);
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
+/// Random ids, never zero, which W3C trace context reserves for "invalid".
 fn new_trace_id() -> TraceId {
-    loop {
-        let id = fastrand::u128(..);
-        if id != 0 {
-            return TraceId::from(id);
-        }
-    }
+    TraceId::from(fastrand::u128(1..))
 }
 
 fn new_span_id() -> SpanId {
-    SpanId::from(nonzero_u64())
+    SpanId::from(fastrand::u64(1..))
 }
 
 impl<S> tracing_subscriber::Layer<S> for PropagationLayer
@@ -96,21 +82,20 @@ pub(super) fn span_context(span: &Span) -> Option<SpanContext> {
 }
 
 /// Joins `span` to the trace of `remote` (its caller's span, from `traceparent`) when that is
-/// valid: the span keeps its own id and takes the trace id, flags and state. False when the
-/// propagation layer does not keep `span`'s context. Spans opened inside `span` afterwards
-/// join the trace too.
-pub(super) fn join(span: &Span, remote: &SpanContext) -> bool {
+/// valid: the span keeps its own id and takes the trace id, flags and state. The span's trace
+/// id, or `None` when the propagation layer does not keep `span`'s context. Spans opened inside
+/// `span` afterwards join the trace too.
+pub(super) fn join(span: &Span, remote: &SpanContext) -> Option<TraceId> {
     with_context(span, |context| {
-        if !remote.is_valid() {
-            return;
+        if remote.is_valid() {
+            *context = SpanContext::new(
+                remote.trace_id(),
+                context.span_id(),
+                remote.trace_flags(),
+                false,
+                remote.trace_state().clone(),
+            );
         }
-        *context = SpanContext::new(
-            remote.trace_id(),
-            context.span_id(),
-            remote.trace_flags(),
-            false,
-            remote.trace_state().clone(),
-        );
+        context.trace_id()
     })
-    .is_some()
 }
