@@ -898,6 +898,51 @@ async fn envoy(
     })
 }
 
+/// The callers of the realistic read on one worker thread: those of its CPU target.
+const ONE_THREAD_CALLERS: usize = 64;
+
+/// The realistic read, whole view, coalescing on, with the gateway on one worker thread (the
+/// current-thread scheduler): beside the realistic rows, on the services' default threads, it
+/// shows what the multi-thread scheduler costs where every process of the topology and the
+/// load generator share the cores. One run, after the realistic rounds.
+async fn realistic_on_one_thread(
+    runner: &mut Runner<'_>,
+    workload: &std::sync::Arc<Workload>,
+) -> anyhow::Result<Phase> {
+    runner
+        .restart(&["consumer-gateway"], &[("SERVER__WORKER_THREADS", "1")])
+        .await?;
+    runner.coalescing = true;
+    let phase = runner
+        .phase(
+            &format!(
+                "realistic.{}.c{ONE_THREAD_CALLERS}.on.one-thread",
+                RealisticView::Whole.name()
+            ),
+            "GetTrack of the realistic workload (whole view), coalescing on, the gateway on one worker thread",
+            Gateway::Consumer,
+            Load::Closed {
+                concurrency: ONE_THREAD_CALLERS,
+            },
+            &workload.realistic_get_track(RealisticView::Whole),
+        )
+        .await;
+    runner.reset(&["consumer-gateway"]).await?;
+    phase
+}
+
+/// The realistic read's gateway CPU on one worker thread against `default_threads`, the
+/// median of the target's rounds, in words.
+fn one_thread_comparison(one_thread: &Phase, default_threads: Option<f64>) -> Option<String> {
+    let one = gateway_cpu(one_thread)?;
+    let default_threads = default_threads?;
+    Some(format!(
+        "realistic workload, whole view, {ONE_THREAD_CALLERS} callers, coalescing on: gateway CPU per request {one:.0} µs on one worker thread (one run, {:.0} req/s) against {default_threads:.0} µs on the default threads, the target's figure ({:.2} ×)",
+        one_thread.summary.rps,
+        one / default_threads.max(1e-9),
+    ))
+}
+
 /// One side of an alternating comparison.
 #[derive(Clone, Copy)]
 struct Side<'c> {
@@ -1161,6 +1206,11 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
     // the gateway's `title` read with coalescing off.
     let realistic_rounds = realistic(&mut runner, &workload).await?;
     let envoy = envoy(&mut runner, &workload).await?;
+    let one_thread = if runner.separate_processes() {
+        Some(realistic_on_one_thread(&mut runner, &workload).await?)
+    } else {
+        None
+    };
 
     let mut memory = None;
     let mut overload = None;
@@ -1409,7 +1459,7 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
     for sweep in &sweeps {
         targets.extend(sweep.targets());
     }
-    let comparisons = vec![
+    let mut comparisons = vec![
         format!(
             "(a) GetTrack with mask `title` through the gateway against tracks.BatchGetTracks directly: throughput {:.2} ×, p50 latency {:.2} × ({:.2} ms against {:.2} ms)",
             title.summary.rps / direct.summary.rps.max(1e-9),
@@ -1423,6 +1473,15 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
             full.summary.p50_us as f64 / title.summary.p50_us.max(1) as f64,
         ),
     ];
+    let default_threads = realistic_rounds
+        .get(&(RealisticView::Whole, ONE_THREAD_CALLERS, true))
+        .and_then(|phases| median_of(phases, gateway_cpu));
+    if let Some(line) = one_thread
+        .as_ref()
+        .and_then(|phase| one_thread_comparison(phase, default_threads))
+    {
+        comparisons.push(line);
+    }
     Ok(Outcome {
         phases: runner.phases,
         targets,
@@ -1466,6 +1525,29 @@ mod tests {
             end_rss_mib: BTreeMap::new(),
             circuits_opened: None,
         }
+    }
+
+    #[test]
+    fn the_one_thread_read_is_compared_with_the_targets_figure_only_when_both_are_there() {
+        let mut one = phase("realistic.full.c64.on.one-thread", 5_000, 9_000);
+        assert_eq!(
+            one_thread_comparison(&one, Some(100.0)),
+            None,
+            "no CPU figure"
+        );
+        one.cpu_us_per_request
+            .insert("consumer-gateway".into(), 60.0);
+        assert_eq!(
+            one_thread_comparison(&one, None),
+            None,
+            "no default-threads figure"
+        );
+        let line = one_thread_comparison(&one, Some(120.0)).expect("both figures");
+        assert!(
+            line.contains("60 µs on one worker thread") && line.contains("against 120 µs"),
+            "{line}"
+        );
+        assert!(line.ends_with("(0.50 ×)"), "{line}");
     }
 
     #[test]
