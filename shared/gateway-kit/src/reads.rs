@@ -37,34 +37,20 @@ pub fn tracks(
     calls: &Arc<Calls>,
     upstream: &Upstream<TracksServiceClient<UpstreamChannel>>,
 ) -> Read<String, Track> {
-    let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<String, Track> = Arc::new(move |ids: Arc<[String]>, deadline| {
-        let (calls, upstream) = (calls.clone(), upstream_.clone());
-        Box::pin(async move {
-            let message = || BatchGetTracksRequest { ids: ids.to_vec() };
-            let response = read(
-                &calls,
-                &upstream,
-                deadline,
-                message,
-                |mut client, request| {
-                    Box::pin(async move { client.batch_get_tracks(request).await })
-                },
-            )
-            .await?;
-            Ok(response
-                .tracks
-                .into_iter()
-                .map(|track| (track.id.clone(), track))
-                .collect())
-        })
-    });
-    fanout.read(
-        "tracks.BatchGetTracks",
-        upstream.name(),
-        upstream.cap(),
+    by_id(
+        fanout,
+        calls,
+        upstream,
+        Method {
+            name: "tracks.BatchGetTracks",
+            call: |mut client, request| {
+                Box::pin(async move { client.batch_get_tracks(request).await })
+            },
+            answers: |response| response.tracks,
+        },
         false,
-        load,
+        |ids| BatchGetTracksRequest { ids },
+        |track| &track.id,
     )
 }
 
@@ -74,36 +60,20 @@ pub fn track_counts(
     calls: &Arc<Calls>,
     upstream: &Upstream<CountsServiceClient<UpstreamChannel>>,
 ) -> Read<String, TrackCounts> {
-    let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<String, TrackCounts> = Arc::new(move |track_ids: Arc<[String]>, deadline| {
-        let (calls, upstream) = (calls.clone(), upstream_.clone());
-        Box::pin(async move {
-            let message = || BatchGetTrackCountsRequest {
-                track_ids: track_ids.to_vec(),
-            };
-            let response = read(
-                &calls,
-                &upstream,
-                deadline,
-                message,
-                |mut client, request| {
-                    Box::pin(async move { client.batch_get_track_counts(request).await })
-                },
-            )
-            .await?;
-            Ok(response
-                .counts
-                .into_iter()
-                .map(|counts| (counts.track_id.clone(), counts))
-                .collect())
-        })
-    });
-    fanout.read(
-        "counts.BatchGetTrackCounts",
-        upstream.name(),
-        upstream.cap(),
+    by_id(
+        fanout,
+        calls,
+        upstream,
+        Method {
+            name: "counts.BatchGetTrackCounts",
+            call: |mut client, request| {
+                Box::pin(async move { client.batch_get_track_counts(request).await })
+            },
+            answers: |response| response.counts,
+        },
         true,
-        load,
+        |track_ids| BatchGetTrackCountsRequest { track_ids },
+        |counts| &counts.track_id,
     )
 }
 
@@ -113,138 +83,181 @@ pub fn user_counts(
     calls: &Arc<Calls>,
     upstream: &Upstream<CountsServiceClient<UpstreamChannel>>,
 ) -> Read<String, UserCounts> {
-    let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<String, UserCounts> = Arc::new(move |user_ids: Arc<[String]>, deadline| {
-        let (calls, upstream) = (calls.clone(), upstream_.clone());
-        Box::pin(async move {
-            let message = || BatchGetUserCountsRequest {
-                user_ids: user_ids.to_vec(),
-            };
-            let response = read(
-                &calls,
-                &upstream,
-                deadline,
-                message,
-                |mut client, request| {
-                    Box::pin(async move { client.batch_get_user_counts(request).await })
-                },
-            )
-            .await?;
-            Ok(response
-                .counts
-                .into_iter()
-                .map(|counts| (counts.user_id.clone(), counts))
-                .collect())
-        })
-    });
-    fanout.read(
-        "counts.BatchGetUserCounts",
-        upstream.name(),
-        upstream.cap(),
+    by_id(
+        fanout,
+        calls,
+        upstream,
+        Method {
+            name: "counts.BatchGetUserCounts",
+            call: |mut client, request| {
+                Box::pin(async move { client.batch_get_user_counts(request).await })
+            },
+            answers: |response| response.counts,
+        },
         true,
-        load,
+        |user_ids| BatchGetUserCountsRequest { user_ids },
+        |counts| &counts.user_id,
     )
 }
 
+/// One foundation method: its name, how it is called, and the entries of its response.
+struct Method<C, M, R, T> {
+    /// Such as `tracks.BatchGetTracks`.
+    name: &'static str,
+    call: fn(C, tonic::Request<M>) -> CallFuture<R>,
+    answers: fn(R) -> Vec<T>,
+}
+
+/// The read of `method`, keyed by id: `request` asks for the ids, and the foundation answers
+/// the entries it has, each naming its `id`, in no particular order; `cached` for the
+/// counters.
+fn by_id<C, M, R, T>(
+    fanout: &Fanout,
+    calls: &Arc<Calls>,
+    upstream: &Upstream<C>,
+    method: Method<C, M, R, T>,
+    cached: bool,
+    request: fn(Vec<String>) -> M,
+    id: fn(&T) -> &String,
+) -> Read<String, T>
+where
+    C: Clone + Send + Sync + 'static,
+    M: Send + 'static,
+    R: Send + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    let (calls, upstream_) = (calls.clone(), upstream.clone());
+    let load: Loader<String, T> = Arc::new(move |ids: Arc<[String]>, deadline| {
+        let (calls, upstream) = (calls.clone(), upstream_.clone());
+        Box::pin(async move {
+            let message = || request(ids.to_vec());
+            let response = read(&calls, &upstream, deadline, message, method.call).await?;
+            Ok((method.answers)(response)
+                .into_iter()
+                .map(|entry| (id(&entry).clone(), entry))
+                .collect())
+        })
+    });
+    fanout.read(method.name, upstream.name(), upstream.cap(), cached, load)
+}
+
 /// `likes.BatchGetReactions`: whether each viewer liked or reposted each track, keyed by
-/// (viewer, track). Keys of one viewer go in the one-user form; keys of several viewers, which
-/// only coalescing makes, in the keyed form.
+/// (viewer, track), in the forms of [`pairs`].
 pub fn reactions(
     fanout: &Fanout,
     calls: &Arc<Calls>,
     upstream: &Upstream<LikesServiceClient<UpstreamChannel>>,
 ) -> Read<Pair, Reaction> {
-    let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<Pair, Reaction> = Arc::new(move |keys: Arc<[Pair]>, deadline| {
-        let (calls, upstream) = (calls.clone(), upstream_.clone());
-        Box::pin(async move {
-            let message = || match one_viewer(&keys) {
-                Some(user_id) => BatchGetReactionsRequest {
-                    user_id: user_id.to_owned(),
-                    track_ids: keys.iter().map(|(_, track)| track.clone()).collect(),
-                    keys: Vec::new(),
-                },
-                None => BatchGetReactionsRequest {
-                    keys: keys
-                        .iter()
-                        .map(|(user_id, track_id)| ReactionKey {
-                            user_id: user_id.clone(),
-                            track_id: track_id.clone(),
-                        })
-                        .collect(),
-                    ..Default::default()
-                },
-            };
-            let response = read(
-                &calls,
-                &upstream,
-                deadline,
-                message,
-                |mut client, request| {
-                    Box::pin(async move { client.batch_get_reactions(request).await })
-                },
-            )
-            .await?;
-            in_request_order(upstream.name(), &keys, response.reactions)
-        })
-    });
-    fanout.read(
-        "likes.BatchGetReactions",
-        upstream.name(),
-        upstream.cap(),
-        false,
-        load,
+    pairs(
+        fanout,
+        calls,
+        upstream,
+        Method {
+            name: "likes.BatchGetReactions",
+            call: |mut client, request| {
+                Box::pin(async move { client.batch_get_reactions(request).await })
+            },
+            answers: |response| response.reactions,
+        },
+        PairForms {
+            one: |user_id, track_ids| BatchGetReactionsRequest {
+                user_id,
+                track_ids,
+                keys: Vec::new(),
+            },
+            key: |user_id, track_id| ReactionKey { user_id, track_id },
+            keyed: |keys| BatchGetReactionsRequest {
+                keys,
+                ..Default::default()
+            },
+        },
     )
 }
 
 /// `follows.BatchGetFollowing`: whether each viewer follows each user, keyed by (viewer,
-/// user), in the one-follower form or the keyed form as [`reactions`].
+/// user), in the forms of [`pairs`].
 pub fn following(
     fanout: &Fanout,
     calls: &Arc<Calls>,
     upstream: &Upstream<FollowsServiceClient<UpstreamChannel>>,
 ) -> Read<Pair, FollowState> {
+    pairs(
+        fanout,
+        calls,
+        upstream,
+        Method {
+            name: "follows.BatchGetFollowing",
+            call: |mut client, request| {
+                Box::pin(async move { client.batch_get_following(request).await })
+            },
+            answers: |response| response.states,
+        },
+        PairForms {
+            one: |follower_id, followee_ids| BatchGetFollowingRequest {
+                follower_id,
+                followee_ids,
+                keys: Vec::new(),
+            },
+            key: |follower_id, followee_id| FollowKey {
+                follower_id,
+                followee_id,
+            },
+            keyed: |keys| BatchGetFollowingRequest {
+                keys,
+                ..Default::default()
+            },
+        },
+    )
+}
+
+/// The two forms of a request keyed by viewer pairs.
+#[derive(Clone, Copy)]
+struct PairForms<M, K> {
+    /// One viewer's keys: the viewer and the other side of each pair.
+    one: fn(String, Vec<String>) -> M,
+    /// Keys of several viewers, which only coalescing makes: each pair as the request's key
+    /// message, and the request of those.
+    key: fn(String, String) -> K,
+    keyed: fn(Vec<K>) -> M,
+}
+
+/// The read of `method`, a viewer relation keyed by (viewer, other): keys of one viewer go in
+/// the one-viewer form, keys of several in the keyed form, and the foundation answers one
+/// entry per key, in request order.
+fn pairs<C, M, K, R, T>(
+    fanout: &Fanout,
+    calls: &Arc<Calls>,
+    upstream: &Upstream<C>,
+    method: Method<C, M, R, T>,
+    forms: PairForms<M, K>,
+) -> Read<Pair, T>
+where
+    C: Clone + Send + Sync + 'static,
+    M: Send + 'static,
+    K: 'static,
+    R: Send + 'static,
+    T: Clone + Send + Sync + 'static,
+{
     let (calls, upstream_) = (calls.clone(), upstream.clone());
-    let load: Loader<Pair, FollowState> = Arc::new(move |keys: Arc<[Pair]>, deadline| {
+    let load: Loader<Pair, T> = Arc::new(move |keys: Arc<[Pair]>, deadline| {
         let (calls, upstream) = (calls.clone(), upstream_.clone());
         Box::pin(async move {
             let message = || match one_viewer(&keys) {
-                Some(follower_id) => BatchGetFollowingRequest {
-                    follower_id: follower_id.to_owned(),
-                    followee_ids: keys.iter().map(|(_, followee)| followee.clone()).collect(),
-                    keys: Vec::new(),
-                },
-                None => BatchGetFollowingRequest {
-                    keys: keys
-                        .iter()
-                        .map(|(follower_id, followee_id)| FollowKey {
-                            follower_id: follower_id.clone(),
-                            followee_id: followee_id.clone(),
-                        })
+                Some(viewer) => (forms.one)(
+                    viewer.to_owned(),
+                    keys.iter().map(|(_, other)| other.clone()).collect(),
+                ),
+                None => (forms.keyed)(
+                    keys.iter()
+                        .map(|(viewer, other)| (forms.key)(viewer.clone(), other.clone()))
                         .collect(),
-                    ..Default::default()
-                },
+                ),
             };
-            let response = read(
-                &calls,
-                &upstream,
-                deadline,
-                message,
-                |mut client, request| {
-                    Box::pin(async move { client.batch_get_following(request).await })
-                },
-            )
-            .await?;
-            in_request_order(upstream.name(), &keys, response.states)
+            let response = read(&calls, &upstream, deadline, message, method.call).await?;
+            in_request_order(upstream.name(), &keys, (method.answers)(response))
         })
     });
-    fanout.read(
-        "follows.BatchGetFollowing",
-        upstream.name(),
-        upstream.cap(),
-        false,
-        load,
-    )
+    fanout.read(method.name, upstream.name(), upstream.cap(), false, load)
 }
 
 /// The viewer all `keys` share, if they share one.
