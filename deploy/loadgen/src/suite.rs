@@ -1203,7 +1203,7 @@ pub async fn run(options: &SuiteOptions, system: &mut System) -> anyhow::Result<
         .await?;
 
     // The realistic workload with coalescing on and off, then Envoy as a pass-through against
-    // the gateway's `title` read with coalescing off.
+    // the gateway's `title` read with coalescing off, then the realistic read on one thread.
     let realistic_rounds = realistic(&mut runner, &workload).await?;
     let envoy = envoy(&mut runner, &workload).await?;
     let one_thread = if runner.separate_processes() {

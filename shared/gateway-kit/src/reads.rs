@@ -211,7 +211,6 @@ pub fn following(
 }
 
 /// The two forms of a request keyed by viewer pairs.
-#[derive(Clone, Copy)]
 struct PairForms<M, K> {
     /// One viewer's keys: the viewer and the other side of each pair.
     one: fn(String, Vec<String>) -> M,
@@ -223,7 +222,7 @@ struct PairForms<M, K> {
 
 /// The read of `method`, a viewer relation keyed by (viewer, other): keys of one viewer go in
 /// the one-viewer form, keys of several in the keyed form, and the foundation answers one
-/// entry per key, in request order.
+/// entry per key, in request order. Never cached: a viewer relation is not.
 fn pairs<C, M, K, R, T>(
     fanout: &Fanout,
     calls: &Arc<Calls>,
