@@ -7,6 +7,14 @@
 //!   to `fanout.max_batch` keys, as soon as a call of the method ends. So the calls per request
 //!   fall as the load rises. `fanout.window_us` can hold a call back that long to gather more
 //!   keys; it is 0 (no wait) by default.
+//! - **A slow upstream does not make readers wait.** Queueing behind a call in flight costs a
+//!   reader up to that call's whole latency: nothing when calls take a millisecond under load,
+//!   half the latency on average when an upstream takes 20 ms while idle. So the limit of calls
+//!   in flight adapts per method ([`Limit`]): while calls take about as long as the method's
+//!   fastest recent call, the upstream is slow but not loaded, and the limit rises by one per
+//!   round of calls up to `fanout.max_in_flight_ceiling`; when they take more than twice as
+//!   long, calls are queueing at the upstream, and it falls back toward `max_in_flight`, where
+//!   batching saves the upstream most.
 //! - **Single flight.** A key already queued or in flight is not fetched again: the reader
 //!   waits for that answer. A key holds everything
 //!   the foundation's answer depends on (the track id; the viewer and the track; the viewer and
@@ -36,7 +44,8 @@ use std::{
 
 use futures::FutureExt as _;
 use prometheus_client::{
-    encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family,
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use serde::{Deserialize, Serialize};
@@ -54,8 +63,12 @@ pub struct FanoutSettings {
     /// Batching across requests, single flight and the counts cache; `false` makes every read
     /// its own call.
     pub coalesce: bool,
-    /// Calls of one foundation method in flight before further keys queue for the next call.
+    /// Calls of one foundation method in flight before further keys queue for the next call,
+    /// while the method's calls take longer than its fastest recent ones (under load).
     pub max_in_flight: usize,
+    /// How far that limit rises while the method's calls take about as long as its fastest
+    /// recent one (an upstream slow but not loaded). Equal to `max_in_flight`, it stays fixed.
+    pub max_in_flight_ceiling: usize,
     /// The most keys in one call: the foundation's batch limit.
     pub max_batch: usize,
     /// How long a call waits to gather keys when it could go at once (0: it does not wait).
@@ -68,6 +81,7 @@ impl Default for FanoutSettings {
         Self {
             coalesce: true,
             max_in_flight: 2,
+            max_in_flight_ceiling: 16,
             max_batch: 100,
             window_us: 0,
             counts_cache: CacheSettings::default(),
@@ -100,6 +114,11 @@ impl FanoutSettings {
         if self.max_in_flight == 0 {
             return Err("fanout.max_in_flight must be at least 1".into());
         }
+        if self.max_in_flight_ceiling < self.max_in_flight {
+            return Err(
+                "fanout.max_in_flight_ceiling must be at least fanout.max_in_flight".into(),
+            );
+        }
         if self.max_batch == 0 {
             return Err("fanout.max_batch must be at least 1".into());
         }
@@ -130,11 +149,17 @@ struct KeyLabels {
     source: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
 /// The metrics of every [`Read`] of a gateway, and the settings they share.
 #[derive(Debug, Clone)]
 pub struct Fanout {
     settings: Arc<FanoutSettings>,
     keys: Family<KeyLabels, Counter>,
+    limits: Family<MethodLabels, Gauge>,
 }
 
 impl Fanout {
@@ -149,9 +174,18 @@ impl Fanout {
              cache, another request's call (shared) or a call of their own (fetched)",
             keys.clone(),
         );
+        let limits = Family::<MethodLabels, Gauge>::default();
+        registry.register(
+            "gateway_fanout_in_flight_limit",
+            "Calls of each foundation method that may be in flight before further keys queue \
+             for the next call: fanout.max_in_flight under load, up to \
+             fanout.max_in_flight_ceiling while calls take about as long as the fastest",
+            limits.clone(),
+        );
         Ok(Self {
             settings: Arc::new(settings.clone()),
             keys,
+            limits,
         })
     }
 
@@ -194,13 +228,16 @@ impl Fanout {
                 service,
                 cap,
                 coalesce: settings.coalesce,
-                max_in_flight: settings.max_in_flight,
                 max_batch: settings.max_batch,
                 window: Duration::from_micros(settings.window_us),
                 load,
                 cache,
                 ttl: Duration::from_millis(settings.counts_cache.ttl_ms),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(Limit::new(
+                    settings.max_in_flight,
+                    settings.max_in_flight_ceiling,
+                    self.limits.get_or_create(&MethodLabels { method }).clone(),
+                ))),
                 from_cache: counter("cache"),
                 shared: counter("shared"),
                 fetched: counter("fetched"),
@@ -276,6 +313,8 @@ struct Pending<K> {
 
 struct State<K, V> {
     calls_in_flight: usize,
+    /// How many calls may be in flight.
+    limit: Limit,
     next_call: u64,
     /// The calls waiting to start, oldest first, each of at most `max_batch` keys. Their
     /// numbers are above those of every call under way.
@@ -347,10 +386,11 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
     }
 }
 
-impl<K, V> Default for State<K, V> {
-    fn default() -> Self {
+impl<K, V> State<K, V> {
+    fn new(limit: Limit) -> Self {
         Self {
             calls_in_flight: 0,
+            limit,
             next_call: 0,
             pending: std::collections::VecDeque::new(),
             in_flight: HashMap::default(),
@@ -359,11 +399,99 @@ impl<K, V> Default for State<K, V> {
     }
 }
 
+/// How long the fastest call of a method is remembered: two windows of this, so that the
+/// baseline follows an upstream whose latency rose within a few seconds.
+const FASTEST_WINDOW: Duration = Duration::from_secs(2);
+
+/// The limit of one method's calls in flight, from the latency of its calls.
+///
+/// The baseline is the fastest call of the last two [`FASTEST_WINDOW`]s: what a call takes when
+/// nothing queues at the upstream. Calls that take about that long (a smoothed latency within
+/// 1.5 × the baseline) say the upstream has room: after a round of them (as many as the limit)
+/// the limit rises by one, up to the ceiling. Calls that take more than twice as long say they
+/// queue at the upstream: the limit falls by one at each, down to the floor, where keys queue
+/// for batched calls and each call carries more of them. In between, it holds. Failed calls are
+/// not measured: they can end at once.
+#[derive(Debug)]
+struct Limit {
+    floor: usize,
+    ceiling: usize,
+    current: usize,
+    /// The latency of recent calls, smoothed (a tenth of each new one).
+    smoothed: Option<Duration>,
+    /// The fastest call of this window and of the one before.
+    fastest: [Option<Duration>; 2],
+    window_start: Option<Instant>,
+    /// Calls near the baseline since the limit last changed.
+    calm: usize,
+    /// `gateway_fanout_in_flight_limit` of the method.
+    gauge: Gauge,
+}
+
+impl Limit {
+    fn new(floor: usize, ceiling: usize, gauge: Gauge) -> Self {
+        gauge.set(i64::try_from(floor).unwrap_or(i64::MAX));
+        Self {
+            floor,
+            ceiling,
+            current: floor,
+            smoothed: None,
+            fastest: [None, None],
+            window_start: None,
+            calm: 0,
+            gauge,
+        }
+    }
+
+    fn current(&self) -> usize {
+        self.current
+    }
+
+    /// A call that succeeded in `latency`, ending at `now`.
+    fn observe(&mut self, latency: Duration, now: Instant) {
+        if self.floor == self.ceiling {
+            return;
+        }
+        match self.window_start {
+            Some(start) if now.duration_since(start) < FASTEST_WINDOW => {}
+            Some(start) if now.duration_since(start) < 2 * FASTEST_WINDOW => {
+                self.fastest = [None, self.fastest[0]];
+                self.window_start = Some(now);
+            }
+            _ => {
+                self.fastest = [None, None];
+                self.window_start = Some(now);
+            }
+        }
+        let this_window = self.fastest[0].map_or(latency, |fastest| fastest.min(latency));
+        self.fastest[0] = Some(this_window);
+        let baseline = self.fastest[1].map_or(this_window, |before| before.min(this_window));
+        let smoothed = self
+            .smoothed
+            .map_or(latency, |smoothed| (smoothed * 9 + latency) / 10);
+        self.smoothed = Some(smoothed);
+        let before = self.current;
+        if smoothed > baseline * 2 {
+            self.current = self.current.saturating_sub(1).max(self.floor);
+            self.calm = 0;
+        } else if smoothed * 2 <= baseline * 3 {
+            self.calm += 1;
+            if self.calm >= self.current {
+                self.current = (self.current + 1).min(self.ceiling);
+                self.calm = 0;
+            }
+        }
+        if self.current != before {
+            self.gauge
+                .set(i64::try_from(self.current).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 struct Inner<K, V> {
     service: &'static str,
     cap: Duration,
     coalesce: bool,
-    max_in_flight: usize,
     max_batch: usize,
     window: Duration,
     load: Loader<K, V>,
@@ -575,6 +703,7 @@ where
         let task = async move {
             let inner = &read.inner;
             let load = (inner.load)(batch.keys.clone(), Deadline::at(batch.end));
+            let started = Instant::now();
             // A call that panics fails its readers instead of leaving them and the method's
             // place in flight behind.
             let loaded = match std::panic::AssertUnwindSafe(load).catch_unwind().await {
@@ -584,7 +713,7 @@ where
                     UpstreamFailure::Status(Status::internal("a coalesced call failed")),
                 )),
             };
-            let next = inner.complete(batch, loaded);
+            let next = inner.complete(batch, loaded, started);
             read.start(next);
         };
         tokio::spawn(task.instrument(span));
@@ -619,7 +748,7 @@ where
         };
         let mut shared = 0;
         let direct = state.pending.is_empty()
-            && state.calls_in_flight < self.max_in_flight
+            && state.calls_in_flight < state.limit.current()
             && self.window.is_zero()
             && keys.len() <= self.max_batch;
         if !direct {
@@ -662,12 +791,12 @@ where
         (shared, vec![Start::Call(batch)])
     }
 
-    /// The calls to start now: while fewer than `max_in_flight` are in flight and keys queue,
+    /// The calls to start now: while fewer than the limit are in flight and keys queue,
     /// the oldest waiting call each (of up to `max_batch` keys). A window holds the first call
     /// back unless it is full, `after_window` says it has waited, or a call just ended.
     fn take_batches(&self, state: &mut State<K, V>, after_window: bool) -> Vec<Start<K>> {
         let mut batches = Vec::new();
-        while state.calls_in_flight < self.max_in_flight {
+        while state.calls_in_flight < state.limit.current() {
             let Some(first) = state.pending.front() else {
                 break;
             };
@@ -723,9 +852,9 @@ where
     }
 
     /// Answers the readers of a call that ended, and takes the calls the queue is ready for.
-    fn complete(&self, batch: Batch<K>, loaded: Loaded<K, V>) -> Vec<Start<K>> {
+    fn complete(&self, batch: Batch<K>, loaded: Loaded<K, V>, started: Instant) -> Vec<Start<K>> {
+        let now = Instant::now();
         if let (Some(cache), Ok(found)) = (&self.cache, &loaded) {
-            let now = Instant::now();
             for (key, value) in found {
                 cache.insert(key.clone(), (value.clone(), now));
             }
@@ -734,6 +863,9 @@ where
         let next = {
             let mut state = self.lock();
             state.calls_in_flight -= 1;
+            if loaded.is_ok() {
+                state.limit.observe(now.duration_since(started), now);
+            }
             match loaded {
                 Ok(found) => {
                     let mut answered = 0;

@@ -67,9 +67,11 @@ impl Fake {
     }
 }
 
+/// Settings with a fixed limit of calls in flight.
 fn settings(max_in_flight: usize, max_batch: usize) -> FanoutSettings {
     FanoutSettings {
         max_in_flight,
+        max_in_flight_ceiling: max_in_flight,
         max_batch,
         ..FanoutSettings::default()
     }
@@ -414,8 +416,151 @@ fn settings_that_cannot_work_are_refused() {
     for (bad, key) in [
         (settings(0, 100), "fanout.max_in_flight"),
         (settings(1, 0), "fanout.max_batch"),
+        (
+            FanoutSettings {
+                max_in_flight_ceiling: 1,
+                ..settings(2, 100)
+            },
+            "fanout.max_in_flight_ceiling",
+        ),
     ] {
         let error = Fanout::register(&bad, &mut registry).unwrap_err();
         assert!(error.starts_with(key), "{error}");
     }
+}
+
+#[test]
+fn the_limit_rises_while_calls_take_as_long_as_the_fastest_and_falls_when_they_queue() {
+    let ms = Duration::from_millis;
+    let gauge = Gauge::default();
+    let mut limit = Limit::new(2, 6, gauge.clone());
+    let now = std::cell::Cell::new(Instant::now());
+    let observe = |limit: &mut Limit, latency| {
+        now.set(now.get() + ms(1));
+        limit.observe(latency, now.get());
+    };
+    // An upstream that takes 20 ms whatever the load: a step up after each round of calls.
+    let mut calls = 0;
+    while limit.current() < 6 {
+        observe(&mut limit, ms(20));
+        calls += 1;
+        assert!(calls <= 100, "the limit never reached its ceiling");
+    }
+    assert_eq!(
+        calls,
+        2 + 3 + 4 + 5,
+        "one step per round of as many calls as the limit"
+    );
+    for _ in 0..50 {
+        observe(&mut limit, ms(20));
+    }
+    assert_eq!(limit.current(), 6, "the ceiling holds");
+    assert_eq!(gauge.get(), 6, "the metric shows the limit");
+    // Calls queue at the upstream (three times the fastest): once the smoothed latency passes
+    // twice the fastest, each call takes a step down, to the floor.
+    for _ in 0..6 {
+        observe(&mut limit, ms(60));
+    }
+    assert_eq!(limit.current(), 6, "one slow call does not move it at once");
+    for _ in 0..20 {
+        observe(&mut limit, ms(60));
+    }
+    assert_eq!(limit.current(), 2);
+    // The upstream stays at 60 ms: after two windows that is its new fastest, and it has room.
+    now.set(now.get() + FASTEST_WINDOW * 2);
+    for _ in 0..100 {
+        observe(&mut limit, ms(60));
+    }
+    assert_eq!(limit.current(), 6);
+
+    let mut fixed = Limit::new(2, 2, Gauge::default());
+    for _ in 0..100 {
+        observe(&mut fixed, ms(20));
+    }
+    assert_eq!(
+        fixed.current(),
+        2,
+        "a floor equal to its ceiling is a fixed limit"
+    );
+}
+
+/// Readers of a new key every 5 ms against an upstream that takes 20 ms however many calls it
+/// has: how long each waited, and the most calls in flight at once.
+async fn steady_reads(settings: &FanoutSettings) -> (Vec<Duration>, usize) {
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let loader: Loader<u32, u32> = Arc::new({
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        move |keys: Arc<[u32]>, _| {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            Box::pin(async move {
+                let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(keys.iter().map(|key| (*key, *key)).collect())
+            })
+        }
+    });
+    let mut registry = Registry::default();
+    let fanout = Fanout::register(settings, &mut registry).unwrap();
+    let read = fanout.read(
+        "fake.BatchGet",
+        "fake",
+        Duration::from_secs(5),
+        false,
+        loader,
+    );
+    let mut readers = Vec::new();
+    for key in 0..200 {
+        let read = read.clone();
+        readers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let found = read.get(vec![key], Deadline::none()).await.unwrap();
+            assert_eq!(found, [(key, key)]);
+            started.elapsed()
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut waited = Vec::new();
+    for reader in readers {
+        waited.push(reader.await.unwrap());
+    }
+    (waited, most.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_do_not_queue_behind_an_upstream_that_is_slow_but_not_loaded() {
+    let call = Duration::from_millis(20);
+    let adaptive = FanoutSettings {
+        max_in_flight_ceiling: 8,
+        ..settings(2, 100)
+    };
+    let (waited, most) = steady_reads(&adaptive).await;
+    assert!(
+        waited[50..].iter().all(|waited| *waited <= call),
+        "readers still queued once the limit had adapted: {:?}",
+        &waited[50..]
+    );
+    assert!((3..=8).contains(&most), "{most} calls in flight at most");
+    let mut registry = Registry::default();
+    let fanout = Fanout::register(&adaptive, &mut registry).unwrap();
+    drop(fanout.read::<u32, u32>(
+        "fake.BatchGet",
+        "fake",
+        Duration::from_secs(5),
+        false,
+        Arc::new(|_, _| Box::pin(async { Ok(Vec::new()) })),
+    ));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("gateway_fanout_in_flight_limit{method=\"fake.BatchGet\"} 2"),
+        "a new read's limit is max_in_flight: {text}"
+    );
+
+    // The same readers against a fixed limit of two queue behind the calls in flight.
+    let (waited, most) = steady_reads(&settings(2, 100)).await;
+    assert!(waited[50..].iter().any(|waited| *waited > call));
+    assert_eq!(most, 2);
 }
