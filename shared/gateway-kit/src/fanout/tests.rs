@@ -78,6 +78,15 @@ fn settings(max_in_flight: usize, max_batch: usize) -> FanoutSettings {
 }
 
 fn read(settings: &FanoutSettings, fake: &Fake, cached: bool) -> (Read<u32, u32>, Registry) {
+    read_with(settings, fake.loader(), cached)
+}
+
+/// The read of `fake.BatchGet` through `loader`, and the registry of its metrics.
+fn read_with(
+    settings: &FanoutSettings,
+    loader: Loader<u32, u32>,
+    cached: bool,
+) -> (Read<u32, u32>, Registry) {
     let mut registry = Registry::default();
     let fanout = Fanout::register(settings, &mut registry).unwrap();
     let read = fanout.read(
@@ -85,7 +94,7 @@ fn read(settings: &FanoutSettings, fake: &Fake, cached: bool) -> (Read<u32, u32>
         "fake",
         Duration::from_secs(5),
         cached,
-        fake.loader(),
+        loader,
     );
     (read, registry)
 }
@@ -502,15 +511,7 @@ async fn steady_reads(settings: &FanoutSettings) -> (Vec<Duration>, usize) {
             })
         }
     });
-    let mut registry = Registry::default();
-    let fanout = Fanout::register(settings, &mut registry).unwrap();
-    let read = fanout.read(
-        "fake.BatchGet",
-        "fake",
-        Duration::from_secs(5),
-        false,
-        loader,
-    );
+    let (read, _registry) = read_with(settings, loader, false);
     let mut readers = Vec::new();
     for key in 0..200 {
         let read = read.clone();
@@ -543,15 +544,11 @@ async fn readers_do_not_queue_behind_an_upstream_that_is_slow_but_not_loaded() {
         &waited[50..]
     );
     assert!((3..=8).contains(&most), "{most} calls in flight at most");
-    let mut registry = Registry::default();
-    let fanout = Fanout::register(&adaptive, &mut registry).unwrap();
-    drop(fanout.read::<u32, u32>(
-        "fake.BatchGet",
-        "fake",
-        Duration::from_secs(5),
-        false,
+    let (_, registry) = read_with(
+        &adaptive,
         Arc::new(|_, _| Box::pin(async { Ok(Vec::new()) })),
-    ));
+        false,
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(
